@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds and runs every test with `meson test`, then prints "tests: N passed, N failed".
+# Usage: scripts/test.sh [BUILD_DIR] [meson setup options...]   (exit status: meson test's)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$root/build}"
+bash "$root/scripts/build.sh" "$@"
+status=0
+meson test -C "$build" --print-errorlogs || status=$?
+python3 "$root/scripts/test_summary.py" "$build/meson-logs/testlog.json"
+exit "$status"
