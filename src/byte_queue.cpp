@@ -1,0 +1,120 @@
+// ByteQueue and BlockPool implementation.
+#include "echoplex/byte_queue.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <string>
+
+namespace echoplex {
+
+std::unique_ptr<BlockPool::Block> BlockPool::take() {
+    if (free_.empty()) {
+        // Not value-initialised: the bytes are always written before they are read.
+        return std::unique_ptr<Block>(new Block);
+    }
+    auto block = std::move(free_.back());
+    free_.pop_back();
+    return block;
+}
+
+void BlockPool::give(std::unique_ptr<Block> block) noexcept {
+    if (block && free_.size() < max_free_) {
+        free_.push_back(std::move(block));
+    }
+}
+
+void ByteQueue::append(std::string_view bytes) {
+    while (!bytes.empty()) {
+        const std::span<char> space = prepare();
+        const std::size_t n = std::min(space.size(), bytes.size());
+        std::memcpy(space.data(), bytes.data(), n);
+        commit(n);
+        bytes.remove_prefix(n);
+    }
+}
+
+std::span<char> ByteQueue::prepare() {
+    if (chunks_.empty() || chunks_.back().end == BlockPool::block_size) {
+        chunks_.push_back(Chunk{pool_->take(), 0, 0});
+    }
+    Chunk& tail = chunks_.back();
+    return {tail.block->data() + tail.end, BlockPool::block_size - tail.end};
+}
+
+void ByteQueue::commit(std::size_t n) noexcept {
+    assert(!chunks_.empty() && chunks_.back().end + n <= BlockPool::block_size);
+    chunks_.back().end += static_cast<std::uint32_t>(n);
+    size_ += n;
+}
+
+void ByteQueue::release_unused_tail() noexcept {
+    if (!chunks_.empty() && chunks_.back().begin == chunks_.back().end) {
+        pool_->give(std::move(chunks_.back().block));
+        chunks_.pop_back();
+    }
+}
+
+void ByteQueue::splice_from(ByteQueue& other) {
+    other.release_unused_tail();
+    for (auto& chunk : other.chunks_) {
+        chunks_.push_back(std::move(chunk));
+    }
+    size_ += other.size_;
+    other.chunks_.clear();
+    other.size_ = 0;
+}
+
+std::size_t ByteQueue::peek(iovec* iov, std::size_t max_iov, std::size_t max_bytes) const noexcept {
+    std::size_t count = 0;
+    for (const Chunk& chunk : chunks_) {
+        if (count == max_iov || max_bytes == 0) {
+            break;
+        }
+        const std::size_t len = std::min<std::size_t>(chunk.end - chunk.begin, max_bytes);
+        if (len == 0) {
+            continue;
+        }
+        iov[count++] = iovec{chunk.block->data() + chunk.begin, len};
+        max_bytes -= len;
+    }
+    return count;
+}
+
+void ByteQueue::consume(std::size_t n) noexcept {
+    assert(n <= size_);
+    size_ -= n;
+    while (n > 0) {
+        Chunk& front = chunks_.front();
+        const std::size_t len = std::min<std::size_t>(front.end - front.begin, n);
+        front.begin += static_cast<std::uint32_t>(len);
+        n -= len;
+        if (front.begin == front.end) {
+            pool_->give(std::move(front.block));
+            chunks_.pop_front();
+        }
+    }
+    // A fully consumed queue keeps nothing, not even a partly filled last block.
+    if (size_ == 0) {
+        clear();
+    }
+}
+
+void ByteQueue::clear() noexcept {
+    for (auto& chunk : chunks_) {
+        pool_->give(std::move(chunk.block));
+    }
+    chunks_.clear();
+    size_ = 0;
+}
+
+std::string ByteQueue::to_string() const {
+    std::string out;
+    out.reserve(size_);
+    for (const Chunk& chunk : chunks_) {
+        out.append(chunk.block->data() + chunk.begin, chunk.end - chunk.begin);
+    }
+    return out;
+}
+
+}  // namespace echoplex
