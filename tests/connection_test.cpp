@@ -1,0 +1,199 @@
+// Connection over a real socket pair, on every backend: byte-exact echo under partial writes,
+// write interest exactly while output is queued, backpressure, half-close, no idle memory.
+#include "echoplex/connection.hpp"
+
+#include <sys/socket.h>
+
+#include <random>
+#include <string>
+
+#include "support/doctest.hpp"
+#include "support/net.hpp"
+
+namespace echoplex::test {
+namespace {
+
+struct Owner final : ConnectionOwner {
+    std::string reason;
+    int closes = 0;
+    void connection_closed(Connection&, std::string_view why) override {
+        reason = std::string(why);
+        ++closes;
+    }
+};
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    return s;
+}
+
+struct Fixture {
+    std::unique_ptr<EventLoop> loop;
+    SocketPair pair = connected_pair(Transport::tcp_loopback);
+    BlockPool pool;
+    ServerStats stats;
+    ConnectionLimits limits;
+    Owner owner;
+    std::unique_ptr<Connection> conn;
+
+    explicit Fixture(ConnectionLimits l = {}) : limits(l) {
+        auto created = EventLoop::create(backend_under_test());
+        REQUIRE(created.has_value());
+        loop = std::move(created).value();
+        conn = std::make_unique<Connection>(*loop, std::move(pair.b), "peer", limits, pool, stats, owner);
+        REQUIRE(conn->start());
+    }
+    int client() const { return pair.a.get(); }
+    int server_fd() const { return conn->fd(); }
+};
+
+// Writes `data` from the client while reading the echo, stepping the server loop; returns
+// what came back once it is as long as what was sent (or the step bound ran out).
+std::string echo_through(Fixture& f, const std::string& data) {
+    std::size_t sent = 0;
+    std::string back;
+    run_until(*f.loop, [&] {
+        if (sent < data.size()) {
+            const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 100000), MSG_NOSIGNAL);
+            if (n > 0) sent += static_cast<std::size_t>(n);
+        }
+        back += read_available(f.client());
+        return back.size() >= data.size();
+    }, 20000, std::chrono::milliseconds(5));
+    return back;
+}
+
+TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is off once drained") {
+    Fixture f;
+    const int small = 4096;
+    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    const std::string data = random_bytes(1 << 20, 1);
+    CHECK(echo_through(f, data) == data);
+    CHECK(f.conn->queued_bytes() == 0);
+    CHECK(f.loop->interest(f.server_fd()) == Interest::read);
+    CHECK(f.conn->buffer_blocks() == 0);  // idle: no buffer memory held
+    CHECK(f.stats.bytes_in == data.size());
+    CHECK(f.stats.bytes_out == data.size());
+}
+
+TEST_CASE("a client that does not read pauses reading at the high watermark, and resumes") {
+    ConnectionLimits limits;
+    limits.high_watermark = 64 * 1024;
+    limits.low_watermark = 16 * 1024;
+    Fixture f(limits);
+    const int small = 4096;
+    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    const std::string data = random_bytes(16 << 20, 2);
+    std::size_t sent = 0;
+    // Push until the server stops taking input: its queue is full and its reading paused.
+    CHECK(run_until(*f.loop, [&] {
+        const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
+        if (n > 0) sent += static_cast<std::size_t>(n);
+        return f.conn->reading_paused();
+    }, 20000, std::chrono::milliseconds(1)));
+    CHECK(sent < data.size());
+    CHECK(f.stats.paused == 1);
+    CHECK_FALSE(wants_read(f.loop->interest(f.server_fd())));
+    CHECK(wants_write(f.loop->interest(f.server_fd())));
+    // Bounded: at most the high watermark plus one read budget is ever queued.
+    CHECK(f.conn->queued_bytes() <= limits.high_watermark + limits.read_budget);
+
+    // The client reads again: everything comes back, in order, and reading resumes.
+    std::string back;
+    CHECK(run_until(*f.loop, [&] {
+        if (sent < data.size()) {
+            const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
+            if (n > 0) sent += static_cast<std::size_t>(n);
+        }
+        back += read_available(f.client());
+        return back.size() == data.size();
+    }, 50000, std::chrono::milliseconds(1)));
+    CHECK(back == data);
+    CHECK(f.loop->interest(f.server_fd()) == Interest::read);
+}
+
+TEST_CASE("half-close: everything sent before EOF is echoed, then the server closes") {
+    Fixture f;
+    const std::string data = random_bytes(300000, 3);
+    write_all(f.client(), data.substr(0, 100000));
+    std::size_t sent = 100000;
+    bool shut = false;
+    std::string back;
+    CHECK(run_until(*f.loop, [&] {
+        if (sent < data.size()) {
+            const ssize_t n = ::send(f.client(), data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+            if (n > 0) sent += static_cast<std::size_t>(n);
+        } else if (!shut) {
+            REQUIRE(::shutdown(f.client(), SHUT_WR) == 0);
+            shut = true;
+        }
+        back += read_available(f.client());
+        return f.owner.closes == 1;
+    }, 20000, std::chrono::milliseconds(2)));
+    back += read_available(f.client());
+    CHECK(back == data);
+    CHECK(f.owner.reason == "client closed");
+    char byte;
+    CHECK(::recv(f.client(), &byte, 1, 0) == 0);  // FIN after the last byte
+}
+
+TEST_CASE("a reset closes only this connection, with its reason") {
+    Fixture f;
+    write_all(f.client(), "abc");
+    set_linger_zero(f.client());
+    f.pair.a.reset();
+    CHECK(run_until(*f.loop, [&] { return f.owner.closes == 1; }));
+    CHECK((f.owner.reason == "reset by peer" || f.owner.reason == "peer went away"));
+    CHECK(f.conn->closed());
+}
+
+TEST_CASE("drain stops reading, delivers what is queued, then closes") {
+    ConnectionLimits limits;
+    limits.high_watermark = 32 * 1024;
+    limits.low_watermark = 8 * 1024;
+    Fixture f(limits);
+    const int small = 4096;
+    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    const std::string data = random_bytes(256 * 1024, 4);
+    std::size_t sent = 0;
+    CHECK(run_until(*f.loop, [&] {
+        const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
+        if (n > 0) sent += static_cast<std::size_t>(n);
+        return f.conn->reading_paused();
+    }, 20000, std::chrono::milliseconds(1)));
+    const std::uint64_t read_by_server = f.stats.bytes_in;
+    f.conn->drain();
+    std::string back;
+    CHECK(run_until(*f.loop, [&] {
+        back += read_available(f.client());
+        return f.owner.closes == 1;
+    }, 20000, std::chrono::milliseconds(2)));
+    back += read_available(f.client());
+    CHECK(f.owner.reason == "drained");
+    CHECK(back.size() == read_by_server);
+    CHECK(back == data.substr(0, back.size()));
+}
+
+TEST_CASE("stamp mode answers each chunk in the book's form") {
+    ConnectionLimits limits;
+    limits.reply = ReplyMode::stamp;
+    Fixture f(limits);
+    write_all(f.client(), "Hello network world");
+    std::string back;
+    CHECK(run_until(*f.loop, [&] {
+        back += read_available(f.client());
+        return back.size() >= 6 + 19 + 4 + 24;
+    }));
+    REQUIRE(back.size() == 6 + 19 + 4 + 24);
+    CHECK(back.starts_with("Echo=>Hello network world at "));
+    const std::string when = back.substr(29);
+    CHECK(when[3] == ' ');
+    CHECK(when[7] == ' ');
+    CHECK(when[13] == ':');
+    CHECK(when[16] == ':');
+}
+
+}  // namespace
+}  // namespace echoplex::test
