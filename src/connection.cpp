@@ -27,6 +27,10 @@ Connection::Connection(EventLoop& loop, UniqueFd socket, std::string peer, const
 Result<void> Connection::start() { return loop_.watch(fd(), *this, Interest::read); }
 
 void Connection::on_readable() {
+    if (lingering_) {
+        discard_input();
+        return;
+    }
     if (!read_some()) {
         return;
     }
@@ -124,9 +128,19 @@ bool Connection::flush() {
 
 void Connection::update_interest() {
     if ((peer_done_ || draining_) && output_.empty()) {
-        // Everything owed is delivered: send FIN, then close.
+        // Everything owed is delivered: send FIN. If the client has finished too, close now.
+        // Otherwise linger: closing with unread input makes the kernel send RST, which can
+        // destroy our last bytes in the client's receive queue. So read and discard until the
+        // client's EOF (the server's drain deadline bounds the wait).
         ::shutdown(fd(), SHUT_WR);
-        close(draining_ ? "drained" : "client closed");
+        if (peer_done_) {
+            close(draining_ ? "drained" : "client closed");
+        } else if (!lingering_) {
+            lingering_ = true;
+            if (auto changed = loop_.set_interest(fd(), Interest::read); !changed) {
+                close(changed.error().message());
+            }
+        }
         return;
     }
     if (!paused_ && output_.size() >= limits_.high_watermark) {
@@ -139,6 +153,25 @@ void Connection::update_interest() {
     const Interest want = (read ? Interest::read : Interest::none) | (output_.empty() ? Interest::none : Interest::write);
     if (auto changed = loop_.set_interest(fd(), want); !changed) {
         close(changed.error().message());
+    }
+}
+
+void Connection::discard_input() {
+    std::array<char, 16384> sink;
+    for (std::size_t budget = limits_.read_budget; budget > 0;) {
+        const ssize_t n = ::recv(fd(), sink.data(), sink.size(), 0);
+        if (n > 0) {
+            budget -= std::min(budget, static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        close("drained");  // EOF (or the client's reset): nothing more is owed either way
+        return;
     }
 }
 

@@ -79,6 +79,8 @@ private:
     // Reads at most read_budget bytes, answering each chunk; false if the connection closed.
     bool read_some();
     void answer_chunk();
+    // After our FIN: reads and drops input until the client's EOF, then closes.
+    void discard_input();
     // Writes at most write_budget bytes; false if the connection closed.
     bool flush();
     // The single place interest is derived from state: read while accepting input and not
@@ -97,6 +99,7 @@ private:
     bool paused_ = false;       // backpressure: output above the high watermark
     bool peer_done_ = false;    // the client shut down its side (EOF)
     bool draining_ = false;     // server shutdown: no more reading
+    bool lingering_ = false;    // all output sent and FIN sent; waiting for the client's EOF
 };
 
 }  // namespace echoplex
