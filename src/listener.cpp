@@ -114,7 +114,11 @@ void Listener::on_readable() {
             continue;  // that connection is gone; others may be queued
         }
         if (err == EMFILE || err == ENFILE) {
-            refuse_with_spare_fd();
+            // accept4 checks for a free descriptor before looking at the queue, so EMFILE does
+            // not mean a connection is waiting: stop when the spare finds none.
+            if (!refuse_with_spare_fd()) {
+                break;
+            }
             on_exhausted_(Error::from_errno("accept4", err));
             continue;
         }
@@ -123,14 +127,16 @@ void Listener::on_readable() {
     }
 }
 
-void Listener::refuse_with_spare_fd() {
+bool Listener::refuse_with_spare_fd() {
     if (!spare_) {
-        return;
+        return false;
     }
     spare_.reset();
     UniqueFd refused(::accept4(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    const bool took_one = refused.valid();
     refused.reset();
     spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return took_one;
 }
 
 }  // namespace echoplex

@@ -37,7 +37,7 @@ Result<std::unique_ptr<EchoServer>> EchoServer::create(EventLoop& loop, const Se
         auto listener = Listener::open(
             loop, config.host, port, config.backlog,
             [self](UniqueFd socket, std::string peer) { self->adopt(std::move(socket), std::move(peer)); },
-            [self](const Error& error) { self->on_descriptors_exhausted(error); });
+            [self](const Error& error) { self->note_refusal(error); });
         if (!listener) {
             return std::move(listener).error();  // `server` closes the ones already bound
         }
@@ -75,8 +75,7 @@ void EchoServer::adopt(UniqueFd socket, std::string peer) {
     auto connection = std::make_unique<Connection>(loop_, std::move(socket), std::move(peer), limits_, pool_, stats_, *this);
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
-        ++stats_.refused;
-        log::warn("refused {}: {}", connection->peer(), started.error().message());
+        note_refusal(started.error());
         return;  // the connection was never watched; destroying it closes the socket
     }
     if (static_cast<std::size_t>(fd) >= connections_.size()) {
@@ -95,13 +94,16 @@ void EchoServer::refuse(UniqueFd socket, std::string_view peer, std::string_view
     socket.reset();
 }
 
-void EchoServer::on_descriptors_exhausted(const Error& error) {
+void EchoServer::note_refusal(const Error& error) {
     ++stats_.refused;
     // At most one line a second: a connection storm must not turn into a log storm.
     const auto now = loop_.now();
-    if (now - last_exhausted_log_ >= std::chrono::seconds(1)) {
-        last_exhausted_log_ = now;
-        log::warn("refusing connections: {} (raise the limit with ulimit -n)", error.message());
+    if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+        last_refusal_log_ = now;
+        const bool fd_limit = error.code == errc::fd_out_of_range;
+        log::warn("refusing connections: {} ({})", error.message(),
+                  fd_limit ? "select cannot watch descriptors >= FD_SETSIZE; use --backend=epoll or poll"
+                           : "raise the limit with ulimit -n");
     }
 }
 

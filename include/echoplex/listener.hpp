@@ -41,7 +41,8 @@ private:
     Listener(EventLoop& loop, UniqueFd socket, AcceptFn on_accept, ExhaustedFn on_exhausted);
     // EMFILE: accept fails but the connection stays queued, so a level-triggered loop would
     // spin. Closing the spare descriptor frees one slot to accept the connection and close it.
-    void refuse_with_spare_fd();
+    // Returns false when no connection was waiting (or the spare is gone).
+    bool refuse_with_spare_fd();
 
     EventLoop& loop_;
     UniqueFd socket_;

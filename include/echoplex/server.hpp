@@ -42,7 +42,8 @@ private:
     EchoServer(EventLoop& loop, const ServerConfig& config);
     void adopt(UniqueFd socket, std::string peer);
     void refuse(UniqueFd socket, std::string_view peer, std::string_view why);
-    void on_descriptors_exhausted(const Error& error);
+    // A connection refused for lack of descriptors (EMFILE, or beyond the backend's fd_limit).
+    void note_refusal(const Error& error);
     void sweep_idle();
     void maybe_finish_shutdown();
 
@@ -57,7 +58,7 @@ private:
     std::function<void()> on_shutdown_finished_;
     std::optional<TimerId> idle_timer_;
     std::optional<TimerId> drain_timer_;
-    Clock::time_point last_exhausted_log_{};
+    Clock::time_point last_refusal_log_{};
     bool shutting_down_ = false;
 };
 
