@@ -81,10 +81,19 @@ void check_all_echoed(const std::vector<Session>& sessions) {
     CHECK_MESSAGE(bad == 0, bad, " of ", sessions.size(), " sessions were not echoed byte-exact");
 }
 
-// Stops the server with `sig`, requires exit 0 and returns the final stats line.
-Stats stop_and_get_stats(ServerProcess& server, int sig = SIGTERM) {
+// Stops the server with `sig` while `clients` are still connected. Each client behaves like a
+// polite one: it reads until the server's EOF, then closes (the server may wait for that close,
+// up to its drain deadline). Requires exit 0 and returns the final stats line.
+Stats stop_and_get_stats(ServerProcess& server, int sig = SIGTERM, std::vector<UniqueFd*> clients = {}) {
     const std::size_t before = stats_lines(server.stderr_text()).size();
     REQUIRE(server.send_signal(sig));
+    for (UniqueFd* client : clients) {
+        const auto rest = read_until_eof(client->get(), 10s);
+        CHECK_MESSAGE(rest.eof, "a connected client saw no EOF after signal ", sig, "; error=", errno_text(rest.error),
+                      " timed_out=", rest.timed_out);
+        CHECK(rest.data.empty());
+        client->reset();
+    }
     const auto status = server.wait_exit(15s);
     REQUIRE_MESSAGE(status.has_value(), "the server did not exit within 15 s of signal ", sig);
     CHECK_MESSAGE(status->ok(), status->describe(), "; stderr: ", server.stderr_text());
@@ -171,6 +180,7 @@ TEST_CASE("a client that never reads is paused (backpressure) while others are s
         others.push_back(make_session(server.port(), random_bytes(4 * KiB, 100 + static_cast<std::uint64_t>(i))));
     }
     const auto r = drive_sessions(others, 10s);
+    MESSAGE("others: ", r.describe());
     CHECK_MESSAGE(r.all_done, r.describe());
     check_all_echoed(others);
 
@@ -195,6 +205,7 @@ TEST_CASE("a client that never reads is paused (backpressure) while others are s
     drain.back().fd = std::move(hog);
     drain.back().expect = push.sent;
     const auto d = drive_sessions(drain, 20s);
+    MESSAGE("the non-reader read back ", drain.back().received.size(), " bytes: ", d.describe());
     CHECK_MESSAGE(d.all_done, d.describe(), " received=", drain.back().received.size(), " of ", push.sent);
     CHECK(first_difference(drain.back().received, expected) == "");
     CHECK(server.running());
@@ -285,6 +296,7 @@ TEST_CASE("a storm of 500 reset connections: the server keeps serving and releas
         round_trip(probe, "p");
         now = server.open_fds();
     }
+    MESSAGE("server descriptors: ", baseline, " before the storm, ", now, " after");
     CHECK_MESSAGE(now == baseline, "open descriptors: ", now, " after the storm, ", baseline, " before");
     round_trip(probe, "still here");
 }
@@ -351,7 +363,7 @@ TEST_CASE("--max-connections=2: two clients are served, a third is closed withou
     }
     CHECK_MESSAGE(admitted, "no client was admitted after one of the two closed");
 
-    const Stats stats = stop_and_get_stats(server);
+    const Stats stats = stop_and_get_stats(server, SIGTERM, {&b.fd});
     CHECK(stats.refused >= 1);
     CHECK(stats.accepted >= 3);
     CHECK(stats.peak <= 2);
@@ -388,6 +400,7 @@ TEST_CASE("SIGTERM drains queued output to a client that was not reading, then e
     CHECK_FALSE(got.data.empty());
     CHECK(got.data.size() <= push.sent);
     CHECK(first_difference(got.data, data.substr(0, got.data.size())) == "");
+    client.reset();  // like any client after EOF: the server may be waiting for this close
 
     const auto status = server.wait_exit(15s);
     REQUIRE_MESSAGE(status.has_value(), "the server did not exit within 15 s of SIGTERM");
@@ -410,7 +423,7 @@ TEST_CASE("SIGINT stops the server too: exit 0 and a final stats line") {
     Session s;
     s.fd = connect_to(server.port());
     round_trip(s, random_bytes(10000, 60));
-    const Stats stats = stop_and_get_stats(server, SIGINT);
+    const Stats stats = stop_and_get_stats(server, SIGINT, {&s.fd});
     CHECK(stats.accepted == 1);
     CHECK(stats.bytes_in == 10000);
     CHECK(stats.bytes_out == 10000);
