@@ -549,3 +549,27 @@ TEST_CASE("IPv6 loopback: --host ::1 is announced as [::1]:PORT and echoes") {
 
 }  // namespace
 }  // namespace echoplex::test
+
+namespace echoplex::test {
+namespace {
+
+TEST_CASE("--idle-timeout closes a silent client while an active one keeps being served") {
+    ServerProcess server({"--port", "0", "--idle-timeout=300ms"});
+    UniqueFd silent = connect_to(server.port());
+    Session active;
+    active.fd = connect_to(server.port());
+    const auto start = std::chrono::steady_clock::now();
+    // The active client talks more often than the timeout, for longer than the timeout.
+    while (std::chrono::steady_clock::now() - start < 900ms) {
+        round_trip(active, "still here");
+    }
+    const auto closed = read_until_eof(silent.get(), 5s);
+    CHECK_FALSE(closed.timed_out);
+    CHECK(closed.eof);
+    CHECK(closed.data.empty());
+    round_trip(active, "and still served");
+    CHECK(server.running());
+}
+
+}  // namespace
+}  // namespace echoplex::test
