@@ -151,18 +151,17 @@ void EchoServer::shutdown(std::function<void()> on_finished) {
     for (auto& listener : listeners_) {
         listener->close();
     }
+    // Armed before draining: connections that finish at once may complete the shutdown here.
+    drain_timer_ = loop_.add_timer(to_ms(config_.drain_timeout_s), [this] {
+        drain_timer_.reset();
+        log::warn("drain timeout: dropping {} connection(s) still open", stats_.open);
+        close_all("drain timeout");
+    });
     for (auto& slot : connections_) {
         if (slot) {
             slot->drain();
         }
     }
-    drain_timer_ = loop_.add_timer(to_ms(config_.drain_timeout_s), [this] {
-        drain_timer_.reset();
-        if (stats_.open > 0) {
-            log::warn("drain timeout: dropping {} connection(s) with unsent output", stats_.open);
-            close_all("drain timeout");
-        }
-    });
     maybe_finish_shutdown();
 }
 
