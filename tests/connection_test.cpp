@@ -49,16 +49,32 @@ struct Fixture {
     int server_fd() const { return conn->fd(); }
 };
 
+// A fixture whose server side has a 4 KiB send buffer, so output queues up in the connection.
+std::unique_ptr<Fixture> small_buffer_fixture(std::size_t high, std::size_t low) {
+    ConnectionLimits limits;
+    limits.high_watermark = high;
+    limits.low_watermark = low;
+    auto f = std::make_unique<Fixture>(limits);
+    const int small = 4096;
+    REQUIRE(::setsockopt(f->server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    return f;
+}
+
+// Sends the next piece of `data` if the socket takes it.
+void send_some(int fd, const std::string& data, std::size_t& sent) {
+    if (sent < data.size()) {
+        const ssize_t n = ::send(fd, data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
+        if (n > 0) sent += static_cast<std::size_t>(n);
+    }
+}
+
 // Writes `data` from the client while reading the echo, stepping the server loop; returns
 // what came back once it is as long as what was sent (or the step bound ran out).
 std::string echo_through(Fixture& f, const std::string& data) {
     std::size_t sent = 0;
     std::string back;
     run_until(*f.loop, [&] {
-        if (sent < data.size()) {
-            const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 100000), MSG_NOSIGNAL);
-            if (n > 0) sent += static_cast<std::size_t>(n);
-        }
+        send_some(f.client(), data, sent);
         back += read_available(f.client());
         return back.size() >= data.size();
     }, 20000, std::chrono::milliseconds(5));
@@ -66,9 +82,8 @@ std::string echo_through(Fixture& f, const std::string& data) {
 }
 
 TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is off once drained") {
-    Fixture f;
-    const int small = 4096;
-    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    auto fixture = small_buffer_fixture(ConnectionLimits{}.high_watermark, ConnectionLimits{}.low_watermark);
+    Fixture& f = *fixture;
     const std::string data = random_bytes(1 << 20, 1);
     CHECK(echo_through(f, data) == data);
     CHECK(f.conn->queued_bytes() == 0);
@@ -79,18 +94,14 @@ TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is 
 }
 
 TEST_CASE("a client that does not read pauses reading at the high watermark, and resumes") {
-    ConnectionLimits limits;
-    limits.high_watermark = 64 * 1024;
-    limits.low_watermark = 16 * 1024;
-    Fixture f(limits);
-    const int small = 4096;
-    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    auto fixture = small_buffer_fixture(64 * 1024, 16 * 1024);
+    Fixture& f = *fixture;
+    const ConnectionLimits& limits = f.limits;
     const std::string data = random_bytes(16 << 20, 2);
     std::size_t sent = 0;
     // Push until the server stops taking input: its queue is full and its reading paused.
     CHECK(run_until(*f.loop, [&] {
-        const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
-        if (n > 0) sent += static_cast<std::size_t>(n);
+        send_some(f.client(), data, sent);
         return f.conn->reading_paused();
     }, 20000, std::chrono::milliseconds(1)));
     CHECK(sent < data.size());
@@ -103,10 +114,7 @@ TEST_CASE("a client that does not read pauses reading at the high watermark, and
     // The client reads again: everything comes back, in order, and reading resumes.
     std::string back;
     CHECK(run_until(*f.loop, [&] {
-        if (sent < data.size()) {
-            const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
-            if (n > 0) sent += static_cast<std::size_t>(n);
-        }
+        send_some(f.client(), data, sent);
         back += read_available(f.client());
         return back.size() == data.size();
     }, 50000, std::chrono::milliseconds(1)));
@@ -150,17 +158,12 @@ TEST_CASE("a reset closes only this connection, with its reason") {
 }
 
 TEST_CASE("drain stops reading, delivers what is queued, then closes") {
-    ConnectionLimits limits;
-    limits.high_watermark = 32 * 1024;
-    limits.low_watermark = 8 * 1024;
-    Fixture f(limits);
-    const int small = 4096;
-    REQUIRE(::setsockopt(f.server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+    auto fixture = small_buffer_fixture(32 * 1024, 8 * 1024);
+    Fixture& f = *fixture;
     const std::string data = random_bytes(256 * 1024, 4);
     std::size_t sent = 0;
     CHECK(run_until(*f.loop, [&] {
-        const ssize_t n = ::send(f.client(), data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
-        if (n > 0) sent += static_cast<std::size_t>(n);
+        send_some(f.client(), data, sent);
         return f.conn->reading_paused();
     }, 20000, std::chrono::milliseconds(1)));
     const std::uint64_t read_by_server = f.stats.bytes_in;
