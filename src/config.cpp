@@ -9,8 +9,6 @@
 #include "echoplex/config.h"
 
 namespace echoplex {
-namespace {
-
 std::vector<std::string_view> backend_choices() {
     std::vector<std::string_view> names;
     for (const BackendKind kind : available_backends()) {
@@ -19,11 +17,9 @@ std::vector<std::string_view> backend_choices() {
     return names;
 }
 
-BackendKind parse_backend(std::string_view option, std::string_view text) {
+BackendKind parse_backend_option(std::string_view option, std::string_view text) {
     return available_backends()[cli::parse_choice(option, text, backend_choices())];
 }
-
-}  // namespace
 
 std::string version_line(std::string_view program) {
     return fmt::format("{} {} [backends: {}]", program, ECHOPLEX_VERSION, fmt::join(backend_choices(), ", "));
@@ -33,7 +29,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     ServerArgs args;
     ServerConfig& c = args.config;
     if (const char* env = std::getenv("ECHOPLEX_BACKEND"); env != nullptr && *env != '\0') {
-        c.backend = parse_backend("ECHOPLEX_BACKEND", env);
+        c.backend = parse_backend_option("ECHOPLEX_BACKEND", env);
     }
     bool ports_given = false;
     int verbosity = 0;
@@ -46,7 +42,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.option(0, "backend", "NAME",
              fmt::format("readiness mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
                          fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
-             [&](std::string_view v) { c.backend = parse_backend("--backend", v); });
+             [&](std::string_view v) { c.backend = parse_backend_option("--backend", v); });
     p.option('H', "host", "ADDR",
              "address to listen on (default 127.0.0.1; 0.0.0.0 or :: opens\nto the network; ::1 for IPv6 loopback)",
              [&](std::string_view v) { c.host = std::string(v); });
