@@ -2,7 +2,9 @@
 #include "load_run.hpp"
 
 #include <netdb.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <memory>
@@ -74,9 +76,15 @@ public:
     }
 
     Result<RunResult> run() {
-        for (const int signo : {SIGINT, SIGTERM}) {
-            if (auto watching = loop_.on_signal(signo, [this](int) { interrupted(); }); !watching) {
+        if (settings_.interrupt_fd >= 0) {
+            if (auto watching = loop_.watch(settings_.interrupt_fd, interrupts_, Interest::read); !watching) {
                 return std::move(watching).error();
+            }
+        } else {
+            for (const int signo : {SIGINT, SIGTERM}) {
+                if (auto watching = loop_.on_signal(signo, [this](int) { interrupted(); }); !watching) {
+                    return std::move(watching).error();
+                }
             }
         }
         schedule_tick();
@@ -85,7 +93,11 @@ public:
         } else {
             pace(idle_, 0, Clock::now());
         }
-        if (auto ran = loop_.run(); !ran) {
+        auto ran = loop_.run();
+        if (settings_.interrupt_fd >= 0) {
+            loop_.unwatch(settings_.interrupt_fd);
+        }
+        if (!ran) {
             return std::move(ran).error();
         }
         if (tick_timer_) {
@@ -105,6 +117,30 @@ public:
 
 private:
     using Clients = std::vector<std::unique_ptr<LoadClient>>;
+
+    // A --procs child's control pipe: each byte is an interrupt relayed by the parent; EOF (the
+    // parent is gone) ends the run as two interrupts would.
+    class InterruptPipe final : public IoHandler {
+    public:
+        explicit InterruptPipe(LoadRun& run) : run_(run) {}
+        void on_readable() override {
+            char bytes[16];
+            const ssize_t n = ::read(run_.settings_.interrupt_fd, bytes, sizeof bytes);
+            if (n > 0) {
+                for (ssize_t i = 0; i < n; ++i) {
+                    run_.interrupted();
+                }
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                run_.loop_.unwatch(run_.settings_.interrupt_fd);
+                run_.interrupted();
+                run_.interrupted();
+            }
+        }
+        void on_writable() override {}
+
+    private:
+        LoadRun& run_;
+    };
 
     // Starts clients[next..] as --connect-rate allows, re-arming itself for the rest.
     void pace(Clients& clients, std::size_t next, Clock::time_point origin) {
@@ -251,6 +287,7 @@ private:
     const std::vector<Target>& targets_;
     const ProgressFn& progress_;
     RunResult result_;
+    InterruptPipe interrupts_{*this};
     LoadContext context_;
     std::string pattern_;
     Clients idle_;

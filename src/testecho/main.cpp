@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <csignal>
@@ -32,6 +33,7 @@ using namespace echoplex::testecho;
 
 constexpr std::string_view book_message = "Hello network world";  // the book's echo-client default
 constexpr double default_duration_s = 10;                         // wrk's and tcpkali's default
+constexpr std::size_t max_procs = 1024;
 
 // A positive rate in events per second; fractions allowed ("0.5" is one every two seconds).
 double parse_rate(std::string_view option, std::string_view text) {
@@ -103,7 +105,7 @@ Args parse_args(int argc, char** argv) {
     p.option(0, "idle", "N", "extra connections opened first and held silent for the run",
              [&](std::string_view v) { s.idle = static_cast<std::size_t>(cli::parse_int("--idle", v, 0, 1'000'000)); });
     p.option(0, "procs", "N", "processes sharing the connections (default 1)",
-             [&](std::string_view v) { s.procs = static_cast<std::size_t>(cli::parse_int("--procs", v, 1, 1024)); });
+             [&](std::string_view v) { s.procs = static_cast<std::size_t>(cli::parse_int("--procs", v, 1, max_procs)); });
     p.option(0, "reply", "MODE", "echo: expect the bytes sent back (default);\nstamp: expect the book's 'Echo=>DATA at TIME'",
              [&](std::string_view v) {
                  s.reply = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? ReplyMode::echo : ReplyMode::stamp;
@@ -263,17 +265,72 @@ Result<RunResult> run_share(const LoadSettings& share) {
     ::_exit(status);
 }
 
+// --procs: the parent relays each SIGINT/SIGTERM to every child as one byte on the child's
+// control pipe (children ignore the signals themselves). A byte written before a child's loop
+// watches the pipe waits there, so no interrupt is lost while children start, and a terminal's
+// Ctrl-C, which reaches the whole process group, counts once, as with one process.
+std::array<int, max_procs> relay_fds{};
+volatile std::sig_atomic_t relay_count = 0;
+volatile std::sig_atomic_t relayed = 0;  // interrupts so far: a child forked later gets them too
+
+void send_interrupt(int fd) {
+    const char byte = 1;
+    [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
+}
+
+extern "C" void relay_signal(int) {
+    const int saved = errno;
+    relayed = relayed + 1;
+    for (std::sig_atomic_t i = 0; i < relay_count; ++i) {
+        send_interrupt(relay_fds[static_cast<std::size_t>(i)]);
+    }
+    errno = saved;
+}
+
+// Blocks SIGINT and SIGTERM for its lifetime, so a fork and its bookkeeping happen as one step.
+class SignalsBlocked {
+public:
+    SignalsBlocked() {
+        sigset_t set;
+        ::sigemptyset(&set);
+        ::sigaddset(&set, SIGINT);
+        ::sigaddset(&set, SIGTERM);
+        ::sigprocmask(SIG_BLOCK, &set, &saved_);
+    }
+    ~SignalsBlocked() { ::sigprocmask(SIG_SETMASK, &saved_, nullptr); }
+    SignalsBlocked(const SignalsBlocked&) = delete;
+    SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+private:
+    sigset_t saved_{};
+};
+
 // Splits the connections over --procs children and merges their results.
 RunResult run_procs(const LoadSettings& settings) {
     struct Child {
         pid_t pid;
-        UniqueFd out;
+        UniqueFd out;      // the child's result line
+        UniqueFd control;  // relayed interrupts
     };
     std::vector<Child> children;
+    children.reserve(settings.procs);
     std::size_t first_id = 0;
     std::size_t first_idle = 0;
     std::fflush(stdout);
     std::fflush(stderr);
+    struct sigaction relay {};
+    relay.sa_handler = relay_signal;
+    relay.sa_flags = SA_RESTART;
+    ::sigemptyset(&relay.sa_mask);
+    ::sigaction(SIGINT, &relay, nullptr);
+    ::sigaction(SIGTERM, &relay, nullptr);
+    auto make_pipe = [] {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) {
+            throw std::runtime_error(Error::from_errno("pipe2").message());
+        }
+        return std::pair{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    };
     for (std::size_t i = 0; i < settings.procs; ++i) {
         LoadSettings share = settings;
         share.connections = settings.connections / settings.procs + (i < settings.connections % settings.procs ? 1 : 0);
@@ -283,28 +340,33 @@ RunResult run_procs(const LoadSettings& settings) {
         share.progress = false;  // one line from N processes would interleave
         first_id += share.connections;
         first_idle += share.idle;
-        int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0) {
-            throw std::runtime_error(Error::from_errno("pipe2").message());
-        }
-        UniqueFd read_end(fds[0]);
-        UniqueFd write_end(fds[1]);
+        auto [result_read, result_write] = make_pipe();
+        auto [control_read, control_write] = make_pipe();
+        const SignalsBlocked blocked;
         const pid_t pid = ::fork();
         if (pid < 0) {
             throw std::runtime_error(Error::from_errno("fork").message());
         }
         if (pid == 0) {
-            read_end.reset();
+            std::signal(SIGINT, SIG_IGN);
+            std::signal(SIGTERM, SIG_IGN);
+            relay_count = 0;
+            result_read.reset();
+            control_write.reset();
             for (auto& c : children) {
                 c.out.reset();
+                c.control.reset();  // else a sibling's pipe would never see EOF
             }
-            child_main(share, write_end.get());
+            share.interrupt_fd = control_read.get();
+            child_main(share, result_write.get());
         }
-        children.push_back({pid, std::move(read_end)});
+        relay_fds[i] = control_write.get();
+        for (std::sig_atomic_t k = 0; k < relayed; ++k) {
+            send_interrupt(control_write.get());
+        }
+        children.push_back({pid, std::move(result_read), std::move(control_write)});
+        relay_count = static_cast<std::sig_atomic_t>(i + 1);
     }
-    // Children take SIGINT from the terminal themselves and report; the parent waits for them.
-    std::signal(SIGINT, SIG_IGN);
-    std::signal(SIGTERM, SIG_IGN);
 
     RunResult merged;
     std::vector<std::string> failures;

@@ -41,6 +41,9 @@ struct LoadSettings {
     std::size_t first_id = 0;
     std::size_t first_idle_id = 0;
     std::size_t total_connections = 0;  // over every process (ids and the -n split use it)
+    // A --procs child's interrupts: each byte read is one SIGINT/SIGTERM relayed by the parent
+    // (EOF, the parent gone, too). -1: watch the signals themselves.
+    int interrupt_fd = -1;
 
     std::size_t payload_size() const noexcept {
         if (messages.empty()) {

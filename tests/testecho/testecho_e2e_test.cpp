@@ -393,6 +393,36 @@ TEST_CASE("an unreachable server: connect errors and exit status 1") {
     CHECK(j["first_error"].string.find("ECONNREFUSED") != std::string::npos);
 }
 
+TEST_CASE("SIGINT ends a long run early and still reports, with one process and with --procs") {
+    for (const std::string procs : {"1", "2"}) {
+        CAPTURE(procs);
+        ServerProcess server({"--port", "0", "--port", "0"});
+        ChildProcess run(env_path("TESTECHO_BIN"), {"--backend=" + backend(), "--port", port_list(server), "-c", "4",
+                                                    "--procs", procs, "-d", "120", "--json"});
+        // Traffic has begun once the server has echoed something: ask it (SIGUSR1) until it says so.
+        bool flowing = false;
+        for (std::size_t asked = 1; asked <= 200 && !flowing; ++asked) {
+            REQUIRE(server.send_signal(SIGUSR1));
+            const auto stats = server.wait_stats_line(asked, 5s);
+            REQUIRE(stats.has_value());
+            flowing = stats->bytes_out > 0;
+        }
+        REQUIRE(flowing);
+        REQUIRE(run.send_signal(SIGINT));
+        const auto status = run.wait_exit(30s);  // far below -d 120: only the signal can end it this soon
+        REQUIRE(status.has_value());
+        run.wait_output_eof(5s);
+        INFO("stderr: ", run.stderr_text());
+        INFO("stdout: ", run.stdout_text());
+        REQUIRE_MESSAGE(status->ok(), status->describe());
+        const Json j = JsonReader(run.stdout_text()).document();
+        CHECK(j["verified"].boolean);
+        CHECK(j["messages"].u64() > 0);
+        CHECK(j["duration_s"].number < 60);
+        CHECK(j["bytes_sent"].u64() == j["bytes_received"].u64());
+    }
+}
+
 // ---- faulty echo peers ----
 
 // A deliberately broken echo server on a thread of the test: it flips one byte, closes early,
