@@ -1,5 +1,8 @@
 // echoplex: the server program. The edge: parse, build, run, and turn errors into one line and
 // an exit status (0 ok, 1 runtime failure, 2 usage error).
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 
@@ -7,6 +10,7 @@
 
 #include "echoplex/cli.hpp"
 #include "echoplex/config.hpp"
+#include "echoplex/error.hpp"
 #include "echoplex/event_loop.hpp"
 #include "echoplex/log.hpp"
 #include "echoplex/server.hpp"
@@ -14,6 +18,32 @@
 namespace {
 
 using namespace echoplex;
+
+// Descriptors the server needs besides its clients: listeners, the loop's, the spare for EMFILE.
+constexpr rlim_t reserved_fds = 64;
+
+// Distributions start processes with a soft limit of 1024 descriptors and a much higher hard one;
+// like Redis with maxclients, raise the soft limit so --max-connections can really be reached.
+// An administrator's lower hard limit stands: EMFILE is then handled as a refusal.
+void raise_descriptor_limit(std::size_t max_connections) {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return;
+    }
+    const rlim_t wanted = static_cast<rlim_t>(max_connections) + reserved_fds;
+    if (lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = std::min(wanted, lim.rlim_max);
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+            log::warn("{}", Error::from_errno("setrlimit(RLIMIT_NOFILE)").message());
+            return;
+        }
+    }
+    if (lim.rlim_cur < wanted) {
+        log::warn("descriptor limit {} allows fewer than --max-connections={} clients; beyond it they are "
+                  "refused (raise 'ulimit -n' to serve more)",
+                  lim.rlim_cur, max_connections);
+    }
+}
 
 int run_server(int argc, char** argv) {
     const ServerArgs args = parse_server_args(argc, argv);
@@ -38,6 +68,8 @@ int run_server(int argc, char** argv) {
     }
     EventLoop& l = **loop;
     EchoServer& s = **server;
+    // After the listeners bound, so that a failure to start stays one line.
+    raise_descriptor_limit(config.max_connections);
 
     int exit_status = 0;
     int stop_signals = 0;
