@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages echoplex needs, only those that are missing. Sourced or run by the
 # other scripts, so a newcomer on a fresh Debian 12 machine never types an apt line.
+# Usage: scripts/deps.sh [EXTRA_PACKAGE...]   (extras: e.g. scripts/fuzz.sh's clang and libFuzzer)
 set -euo pipefail
 
 packages=(meson ninja-build pkg-config cmake g++ libfmt-dev doctest-dev python3)
+packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,13 +13,14 @@
 namespace echoplex {
 
 Connection::Connection(EventLoop& loop, UniqueFd socket, std::string peer, const ConnectionLimits& limits,
-                       BlockPool& pool, ServerStats& stats, ConnectionOwner& owner)
+                       BlockPool& pool, ServerStats& stats, ConnectionOwner& owner, SocketIo& io)
     : loop_(loop),
       socket_(std::move(socket)),
       peer_(std::move(peer)),
       limits_(limits),
       stats_(stats),
       owner_(owner),
+      io_(io),
       input_(pool),
       output_(pool),
       last_activity_(loop.now()) {}
@@ -52,7 +53,7 @@ bool Connection::read_some() {
     while (budget > 0 && output_.size() < limits_.high_watermark) {
         const std::span<char> space = input_.prepare();
         const std::size_t want = std::min(space.size(), budget);
-        const ssize_t n = ::recv(fd(), space.data(), want, 0);
+        const ssize_t n = io_.recv(fd(), space.data(), want);
         if (n > 0) {
             input_.commit(static_cast<std::size_t>(n));
             stats_.bytes_in += static_cast<std::uint64_t>(n);
@@ -82,9 +83,32 @@ bool Connection::read_some() {
     return true;
 }
 
+namespace {
+// A chunk read at least this long moves to the write queue with its block; a shorter one is
+// copied into the queue's tail. Moving short chunks would pin a 16 KiB block for each: a client
+// sending a byte per readiness event would make a paused connection hold 16 KiB per queued byte
+// (4 GiB at the default high watermark). With the copy, every block but the first, the last and
+// one short block after a full one is at least half full: memory stays within about twice the
+// queued bytes.
+constexpr std::size_t move_threshold = BlockPool::block_size / 2;
+}  // namespace
+
+void Connection::queue_input() {
+    if (input_.size() >= move_threshold) {
+        output_.splice_from(input_);  // moves the blocks: no copy
+        return;
+    }
+    while (!input_.empty()) {
+        iovec piece{};
+        input_.peek(&piece, 1, input_.size());
+        output_.append({static_cast<const char*>(piece.iov_base), piece.iov_len});
+        input_.consume(piece.iov_len);
+    }
+}
+
 void Connection::answer_chunk() {
     if (limits_.reply == ReplyMode::echo) {
-        output_.splice_from(input_);  // moves the blocks: no copy
+        queue_input();
         return;
     }
     // The book's reply: one "Echo=>DATA at TIME" per chunk read, TIME as time.ctime() prints it.
@@ -94,7 +118,7 @@ void Connection::answer_chunk() {
     std::array<char, 32> stamp{};
     const std::size_t len = std::strftime(stamp.data(), stamp.size(), " at %a %b %e %H:%M:%S %Y", &local);
     output_.append("Echo=>");
-    output_.splice_from(input_);
+    queue_input();
     output_.append(std::string_view(stamp.data(), len));
 }
 
@@ -107,7 +131,7 @@ bool Connection::flush() {
         msg.msg_iov = iov.data();
         msg.msg_iovlen = count;
         // sendmsg rather than writev for MSG_NOSIGNAL: a vanished client must never raise SIGPIPE.
-        const ssize_t n = ::sendmsg(fd(), &msg, MSG_NOSIGNAL);
+        const ssize_t n = io_.sendmsg(fd(), &msg, MSG_NOSIGNAL);
         if (n > 0) {
             output_.consume(static_cast<std::size_t>(n));
             stats_.bytes_out += static_cast<std::uint64_t>(n);
@@ -132,7 +156,7 @@ void Connection::update_interest() {
         // Otherwise linger: closing with unread input makes the kernel send RST, which can
         // destroy our last bytes in the client's receive queue. So read and discard until the
         // client's EOF (the server's drain deadline bounds the wait).
-        ::shutdown(fd(), SHUT_WR);
+        io_.shutdown(fd(), SHUT_WR);
         if (peer_done_) {
             close(draining_ ? "drained" : "client closed");
         } else if (!lingering_) {
@@ -159,7 +183,7 @@ void Connection::update_interest() {
 void Connection::discard_input() {
     std::array<char, 16384> sink;
     for (std::size_t budget = limits_.read_budget; budget > 0;) {
-        const ssize_t n = ::recv(fd(), sink.data(), sink.size(), 0);
+        const ssize_t n = io_.recv(fd(), sink.data(), sink.size());
         if (n > 0) {
             budget -= std::min(budget, static_cast<std::size_t>(n));
             continue;

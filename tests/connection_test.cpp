@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <random>
 #include <string>
 
@@ -207,6 +208,44 @@ TEST_CASE("stamp mode answers each chunk in the book's form") {
     CHECK(when[7] == ' ');
     CHECK(when[13] == ':');
     CHECK(when[16] == ':');
+}
+
+// The kernel's answers for a client that sends one byte per readiness event and reads nothing:
+// every recv gets one byte, every send would block.
+struct ByteAtATimeClient final : SocketIo {
+    std::size_t sent_to_us = 0;
+    ssize_t recv(int, void* buffer, std::size_t) override {
+        static_cast<char*>(buffer)[0] = static_cast<char>('a' + sent_to_us++ % 26);
+        return 1;
+    }
+    ssize_t sendmsg(int, const msghdr*, int) override {
+        errno = EAGAIN;
+        return -1;
+    }
+    int shutdown(int, int) override { return 0; }
+};
+
+TEST_CASE("a client sending a byte at a time cannot make queued memory outgrow the queued bytes") {
+    // Found by tests/fuzz/connection_fuzz.cpp: each one-byte read moved a 16 KiB block of its own
+    // to the write queue, so a paused connection could hold 16 KiB per queued byte.
+    auto created = EventLoop::create(backend_under_test());
+    REQUIRE(created.has_value());
+    std::unique_ptr<EventLoop> loop = std::move(created).value();
+    SocketPair pair = connected_pair(Transport::unix_stream);
+    BlockPool pool;
+    ServerStats stats;
+    const ConnectionLimits limits;
+    Owner owner;
+    ByteAtATimeClient client;
+    Connection conn(*loop, std::move(pair.b), "peer", limits, pool, stats, owner, client);
+    REQUIRE(conn.start());
+    for (int i = 0; i < 1000; ++i) {
+        conn.on_readable();
+    }
+    CHECK(owner.closes == 0);
+    CHECK(conn.queued_bytes() == 1000);
+    CHECK(conn.buffer_blocks() == 1);  // 1000 bytes fit in one block
+    CHECK(loop->interest(conn.fd()) == Interest::both);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "echoplex/config.hpp"
 #include "echoplex/event_loop.hpp"
 #include "echoplex/io_handler.hpp"
+#include "echoplex/socket_io.hpp"
 #include "echoplex/unique_fd.hpp"
 
 namespace echoplex {
@@ -49,8 +50,10 @@ protected:
 
 class Connection final : public IoHandler {
 public:
+    // `io` makes the socket calls: the real ones unless a test or the fuzzer scripts them.
     Connection(EventLoop& loop, UniqueFd socket, std::string peer, const ConnectionLimits& limits,
-               BlockPool& pool, ServerStats& stats, ConnectionOwner& owner);
+               BlockPool& pool, ServerStats& stats, ConnectionOwner& owner,
+               SocketIo& io = system_socket_io());
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
     ~Connection();
@@ -79,6 +82,9 @@ private:
     // Reads at most read_budget bytes, answering each chunk; false if the connection closed.
     bool read_some();
     void answer_chunk();
+    // Moves the bytes read to the end of the write queue: long chunks with their blocks, short
+    // ones copied, so that queued memory stays proportional to queued bytes.
+    void queue_input();
     // After our FIN: reads and drops input until the client's EOF, then closes.
     void discard_input();
     // Writes at most write_budget bytes; false if the connection closed.
@@ -93,6 +99,7 @@ private:
     const ConnectionLimits& limits_;
     ServerStats& stats_;
     ConnectionOwner& owner_;
+    SocketIo& io_;
     ByteQueue input_;   // read, not yet answered
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;

@@ -1,0 +1,576 @@
+// Fuzz target for a Connection's queues and write path. The input scripts the kernel's answers
+// (reads of any size, would-block, EOF, reset or another error; partial, refused and failed
+// sends) and the order of readiness callbacks; invariants are checked after every step, and a
+// broken one aborts. Built for libFuzzer with -Dfuzz=true, and in every build as a test replaying
+// tests/fuzz/corpus/.
+//
+// Input, read front to back (bytes past the end read as 0):
+//   header  flags (bit 0: stamp reply; bits 1-2: backend), content seed, then four big-endian
+//           u16: high watermark - 1, low watermark (mod high), read budget - 1, write budget - 1
+//   steps   one byte each: on_readable or on_writable (only when the loop's interest asks for
+//           it, as the loop would), a turn of the real loop, drain() or close() (Harness::step),
+//           each followed by the answers to the socket calls it causes
+//   answers one byte per recv or sendmsg (ScriptedSocket), some followed by a size byte or u16
+// When the input runs out, sends succeed in full until nothing is queued, then the client's EOF
+// arrives: the connection must then have delivered everything it owed and closed.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <climits>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string_view>
+
+#include "echoplex/connection.hpp"
+
+namespace echoplex::fuzz {
+namespace {
+
+// ECHOPLEX_FUZZ_TRACE=1 prints every step and every scripted answer (to read a crash's input).
+const bool tracing = std::getenv("ECHOPLEX_FUZZ_TRACE") != nullptr;
+
+[[gnu::format(printf, 1, 2)]] void trace(const char* format, ...) {
+    if (tracing) {
+        std::va_list args;
+        va_start(args, format);
+        std::vfprintf(stderr, format, args);
+        va_end(args);
+    }
+}
+
+// A broken invariant: say which, then abort so that libFuzzer keeps the input as a crash.
+void check(bool holds, const char* invariant) {
+    if (!holds) {
+        std::fprintf(stderr, "connection_fuzz: invariant broken: %s\n", invariant);
+        std::abort();
+    }
+}
+
+class Input {
+public:
+    Input(const std::uint8_t* data, std::size_t size) noexcept : data_(data), size_(size) {}
+    bool exhausted() const noexcept { return pos_ >= size_; }
+    std::uint8_t byte() noexcept { return exhausted() ? 0 : data_[pos_++]; }
+    std::uint16_t u16() noexcept {
+        const unsigned high = byte();
+        return static_cast<std::uint16_t>(high << 8U | byte());
+    }
+
+private:
+    const std::uint8_t* data_;
+    std::size_t size_;
+    std::size_t pos_ = 0;
+};
+
+// What the client sends: a random pattern repeating every 65521 bytes (a prime, so no block or
+// budget size lines up with it), entered at a seed-chosen phase. A lost, repeated or reordered
+// piece shows, and filling and checking are plain memcpy and memcmp: no per-byte loop for the
+// fuzzer's comparison tracing to slow down.
+class ClientStream {
+public:
+    explicit ClientStream(std::uint8_t seed) noexcept : phase_(seed * std::uint64_t{257}) {}
+
+    void copy(std::uint64_t offset, char* out, std::size_t n) const noexcept {
+        for_runs(offset, n, [&](const char* pattern, std::size_t len) {
+            std::memcpy(out, pattern, len);
+            out += len;
+        });
+    }
+
+    bool equal(std::uint64_t offset, const char* bytes, std::size_t n) const noexcept {
+        bool same = true;
+        for_runs(offset, n, [&](const char* pattern, std::size_t len) {
+            same = same && std::memcmp(bytes, pattern, len) == 0;
+            bytes += len;
+        });
+        return same;
+    }
+
+private:
+    static constexpr std::size_t period = 65521;
+
+    static const std::array<char, period>& pattern() noexcept {
+        static const std::array<char, period> bytes = [] {
+            std::array<char, period> p{};
+            std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+            for (char& c : p) {  // xorshift64
+                x ^= x << 13U;
+                x ^= x >> 7U;
+                x ^= x << 17U;
+                c = static_cast<char>(x);
+            }
+            return p;
+        }();
+        return bytes;
+    }
+
+    template <typename Visit>
+    void for_runs(std::uint64_t offset, std::size_t n, Visit visit) const noexcept {
+        while (n > 0) {
+            const std::size_t at = (offset + phase_) % period;
+            const std::size_t len = std::min(n, period - at);
+            visit(pattern().data() + at, len);
+            offset += len;
+            n -= len;
+        }
+    }
+
+    std::uint64_t phase_;
+};
+
+// What the client must get back, in order: the segments not yet matched by sent bytes.
+class Reply {
+public:
+    explicit Reply(const ClientStream& stream) noexcept : stream_(stream) {}
+
+    void add_stream(std::uint64_t offset, std::size_t length) {
+        if (!segments_.empty() && segments_.back().kind == Kind::stream &&
+            segments_.back().offset + segments_.back().length == offset) {
+            segments_.back().length += length;
+        } else {
+            segments_.push_back({Kind::stream, offset, length, {}});
+        }
+        owed_ += length;
+    }
+    void add_literal(std::string_view text) {
+        segments_.push_back({Kind::literal, 0, text.size(), text});
+        owed_ += text.size();
+    }
+    void add_any(std::size_t length) {
+        segments_.push_back({Kind::any, 0, length, {}});
+        owed_ += length;
+    }
+
+    // Matches bytes the kernel took against the front of what is owed.
+    bool take(const char* bytes, std::size_t n) {
+        if (n > owed_) {
+            return false;
+        }
+        owed_ -= n;
+        while (n > 0) {
+            Segment& front = segments_.front();
+            const std::size_t len = std::min(n, front.length);
+            const bool same = front.kind == Kind::stream    ? stream_.equal(front.offset, bytes, len)
+                              : front.kind == Kind::literal ? std::memcmp(front.text.data(), bytes, len) == 0
+                                                            : true;  // the time in a stamp
+            if (!same) {
+                return false;
+            }
+            bytes += len;
+            n -= len;
+            front.length -= len;
+            front.offset += len;
+            front.text.remove_prefix(front.kind == Kind::literal ? len : 0);
+            if (front.length == 0) {
+                segments_.pop_front();
+            }
+        }
+        return true;
+    }
+
+    // Bytes owed and not yet sent.
+    std::uint64_t owed() const noexcept { return owed_; }
+
+private:
+    enum class Kind : std::uint8_t { stream, literal, any };
+    struct Segment {
+        Kind kind;
+        std::uint64_t offset;
+        std::size_t length;
+        std::string_view text;
+    };
+    const ClientStream& stream_;
+    std::deque<Segment> segments_;
+    std::uint64_t owed_ = 0;
+};
+
+// The kernel as the connection sees it, answering from the input. Keeps what a real socket
+// keeps: after EOF reads give 0, after a reset every call fails, and it checks the calls made.
+class ScriptedSocket final : public SocketIo {
+public:
+    // The last fatal answer given: a reset or another error, on a read or a send.
+    enum class Failure : std::uint8_t { none, recv_reset, recv_error, send_failed, send_error };
+
+    ScriptedSocket(Input& input, const ConnectionLimits& limits, std::uint8_t seed)
+        : input_(input), limits_(limits), stream_(seed), reply_(stream_) {}
+
+    int fd = -1;
+    bool settling = false;   // the input is over: sends succeed in full, reads would block
+    bool final_eof = false;  // ...and then the client's EOF arrives
+    bool eof = false;        // EOF delivered
+    bool reset = false;      // the connection was reset
+    bool shut_wr = false;    // the connection sent its FIN
+    Failure failure = Failure::none;
+    std::uint64_t received = 0;  // bytes delivered before the FIN (owed back)
+    std::uint64_t sent = 0;      // bytes the kernel took
+    std::uint64_t received_in_step = 0;
+    std::uint64_t sent_in_step = 0;
+
+    const Reply& reply() const noexcept { return reply_; }
+
+    ssize_t recv(int socket, void* buffer, std::size_t length) override {
+        check(socket == fd, "recv on the connection's own descriptor");
+        check(length > 0, "recv asks for at least one byte");
+        if (reset) {
+            return fail(ECONNRESET);
+        }
+        if (eof) {
+            return 0;
+        }
+        if (input_.exhausted() || settling) {
+            if (final_eof) {
+                eof = true;
+                return 0;
+            }
+            return fail(EAGAIN);
+        }
+        const std::uint8_t answer = input_.byte() % 16;
+        trace("  recv(%zu): answer %u\n", length, unsigned{answer});
+        std::size_t n = length;
+        switch (answer) {
+        case 0: case 1: case 2: case 3: break;                             // fills the buffer
+        case 4: case 5: n = 1 + input_.byte() % length; break;             // short
+        case 6: n = 1 + input_.u16() % length; break;                      // any size
+        case 7: n = length - input_.byte() % length; break;                // nearly full
+        case 8: case 9: return fail(EAGAIN);
+        case 10:
+            reset = true;
+            failure = Failure::recv_error;
+            return fail(ETIMEDOUT);  // an error other than a reset
+        case 11: return fail(EINTR);
+        case 12: eof = true; return 0;
+        case 13:
+            reset = true;
+            failure = Failure::recv_reset;
+            return fail(ECONNRESET);
+        default: n = 1; break;                                             // byte by byte
+        }
+        trace("    -> %zu bytes%s\n", n, shut_wr ? " (discarded)" : "");
+        stream_.copy(offset_, static_cast<char*>(buffer), n);
+        if (!shut_wr) {
+            // Read before our FIN, so owed back: as is, or in the book's stamped form.
+            if (limits_.reply == ReplyMode::stamp) {
+                reply_.add_literal("Echo=>");
+                reply_.add_stream(offset_, n);
+                reply_.add_literal(" at ");
+                reply_.add_any(24);  // the time, as ctime() prints it
+            } else {
+                reply_.add_stream(offset_, n);
+            }
+            received += n;
+            received_in_step += n;
+        }
+        offset_ += n;
+        return static_cast<ssize_t>(n);
+    }
+
+    ssize_t sendmsg(int socket, const msghdr* message, int flags) override {
+        check(socket == fd, "sendmsg on the connection's own descriptor");
+        check((flags & MSG_NOSIGNAL) != 0, "every send passes MSG_NOSIGNAL");
+        check(!shut_wr, "no send after the connection's FIN");
+        check(message->msg_iovlen > 0 && message->msg_iovlen <= IOV_MAX, "sendmsg with 1..IOV_MAX iovecs");
+        std::size_t total = 0;
+        for (std::size_t i = 0; i < message->msg_iovlen; ++i) {
+            check(message->msg_iov[i].iov_len > 0, "no empty iovec");
+            total += message->msg_iov[i].iov_len;
+        }
+        check(total <= limits_.write_budget, "one send stays within the write budget");
+        if (reset) {
+            failure = Failure::send_failed;
+            return fail(EPIPE);
+        }
+        std::size_t n = total;
+        if (!input_.exhausted() && !settling) {
+            const std::uint8_t answer = input_.byte() % 16;
+            trace("  sendmsg(%zu in %zu iovecs): answer %u\n", total, static_cast<std::size_t>(message->msg_iovlen), unsigned{answer});
+            switch (answer) {
+            case 0: case 1: case 2: case 3: case 4: break;                 // takes everything
+            case 5: case 6: n = 1 + input_.byte() % total; break;          // a little
+            case 7: n = 1 + input_.u16() % total; break;                   // any part
+            case 8: n = total - input_.byte() % total; break;              // nearly all
+            case 9: case 10: case 11: return fail(EAGAIN);                // buffer full
+            case 12:
+                reset = true;
+                failure = Failure::send_error;
+                return fail(ETIMEDOUT);
+            case 13: return fail(EINTR);
+            case 14:
+                reset = true;
+                failure = Failure::send_failed;
+                return fail(EPIPE);
+            default:
+                reset = true;
+                failure = Failure::send_failed;
+                return fail(ECONNRESET);
+            }
+        }
+        trace("    -> %zu bytes\n", n);
+        std::size_t left = n;
+        for (std::size_t i = 0; left > 0; ++i) {
+            const std::size_t len = std::min(left, message->msg_iov[i].iov_len);
+            check(reply_.take(static_cast<const char*>(message->msg_iov[i].iov_base), len),
+                  "bytes sent are the bytes received, in order, once each (or their stamped reply)");
+            left -= len;
+        }
+        sent += n;
+        sent_in_step += n;
+        return static_cast<ssize_t>(n);
+    }
+
+    int shutdown(int socket, int how) override {
+        check(socket == fd, "shutdown on the connection's own descriptor");
+        check(how == SHUT_WR, "shutdown closes only the sending side");
+        check(reply_.owed() == 0, "FIN only after everything owed was sent");
+        trace("  shutdown(SHUT_WR)\n");
+        shut_wr = true;
+        return 0;
+    }
+
+private:
+    static ssize_t fail(int code) noexcept {
+        errno = code;
+        return -1;
+    }
+
+    Input& input_;
+    const ConnectionLimits& limits_;
+    ClientStream stream_;
+    std::uint64_t offset_ = 0;  // bytes delivered so far, owed or discarded
+    Reply reply_;
+};
+
+class Owner final : public ConnectionOwner {
+public:
+    Owner(const EventLoop& loop, const ScriptedSocket& socket) : loop_(loop), socket_(socket) {}
+
+    bool drained = false;        // drain() was called
+    bool closing = false;        // close("fuzz") was called
+    int closes = 0;
+
+    void connection_closed(Connection& connection, std::string_view reason) override {
+        trace("  closed: %.*s\n", static_cast<int>(reason.size()), reason.data());
+        check(++closes == 1, "one close per connection");
+        check(connection.fd() == socket_.fd, "the descriptor is still open when the owner is told");
+        check(!loop_.watched(socket_.fd), "unwatched before the owner is told");
+        if (closing) {
+            check(reason == "fuzz", "an explicit close keeps its reason");
+        } else if (socket_.failure == ScriptedSocket::Failure::send_failed) {
+            check(reason == "peer went away", "a failed send closes as 'peer went away'");
+        } else if (socket_.failure == ScriptedSocket::Failure::send_error) {
+            check(reason.starts_with("sendmsg: "), "a send error closes naming the call");
+        } else if (socket_.shut_wr && socket_.failure != ScriptedSocket::Failure::none) {
+            check(reason == "drained", "after our FIN, a read error ends the drain");
+        } else if (socket_.failure == ScriptedSocket::Failure::recv_reset) {
+            check(reason == "reset by peer", "a reset on read closes as 'reset by peer'");
+        } else if (socket_.failure == ScriptedSocket::Failure::recv_error) {
+            check(reason.starts_with("recv: "), "a read error closes naming the call");
+        } else {
+            // A graceful close: everything owed went out and a FIN followed it.
+            check(socket_.eof && socket_.shut_wr && socket_.reply().owed() == 0,
+                  "a graceful close only after the client's EOF, every owed byte and our FIN");
+            check(reason == (drained ? "drained" : "client closed"), "a graceful close says why");
+        }
+    }
+
+private:
+    const EventLoop& loop_;
+    const ScriptedSocket& socket_;
+};
+
+// The state before a step, to bound what one step may change.
+struct Before {
+    std::size_t queued;
+    bool paused;
+    std::uint64_t pauses;
+};
+
+struct Harness {
+    Input& input;
+    ConnectionLimits limits;
+    std::unique_ptr<EventLoop> loop;
+    UniqueFd client;  // the real peer: keeps the watched descriptor readable and writable
+    BlockPool pool;
+    ServerStats stats;
+    ScriptedSocket socket;
+    Owner owner;
+    std::unique_ptr<Connection> connection;
+
+    Harness(Input& in, const ConnectionLimits& l, BackendKind backend, std::uint8_t seed)
+        : input(in), limits(l), loop(make_loop(backend)), socket(in, limits, seed), owner(*loop, socket) {
+        int pair[2];
+        check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) == 0, "socketpair");
+        client.reset(pair[1]);
+        check(::send(pair[1], "x", 1, MSG_NOSIGNAL) == 1, "a byte for the loop to see");
+        socket.fd = pair[0];
+        connection = std::make_unique<Connection>(*loop, UniqueFd(pair[0]), "fuzz", limits, pool, stats, owner, socket);
+        check(connection->start().has_value(), "the connection starts");
+    }
+    Harness(const Harness&) = delete;
+    Harness& operator=(const Harness&) = delete;
+    ~Harness() { connection.reset(); }  // before the loop it unwatches from
+
+    static std::unique_ptr<EventLoop> make_loop(BackendKind backend) {
+        auto created = EventLoop::create(backend);
+        check(created.has_value(), "an event loop");
+        return std::move(created).value();
+    }
+
+    Interest interest() const { return loop->interest(socket.fd); }
+    std::size_t reply_overhead() const { return limits.reply == ReplyMode::stamp ? 6 + 4 + 24 : 0; }
+
+    Before before() const { return {connection->queued_bytes(), connection->reading_paused(), stats.paused}; }
+
+    void check_invariants(const Before& was, std::size_t callbacks) {
+        check(stats.bytes_in == socket.received, "bytes_in counts the bytes read and answered");
+        check(stats.bytes_out == socket.sent, "bytes_out counts the bytes the kernel took");
+        check(socket.received_in_step <= limits.read_budget * callbacks, "reads stay within the read budget");
+        check(socket.sent_in_step <= limits.write_budget * callbacks, "sends stay within the write budget");
+        Connection& c = *connection;
+        if (c.closed()) {
+            check(owner.closes == 1, "the owner hears of the close");
+            check(!loop->watched(socket.fd), "a closed connection is not watched");
+            check(c.queued_bytes() == 0 && c.buffer_blocks() == 0, "a closed connection holds no buffer");
+            return;
+        }
+        check(owner.closes == 0, "an open connection was not reported closed");
+        check(loop->watched(socket.fd), "an open connection is watched");
+        const std::size_t queued = c.queued_bytes();
+        check(queued == socket.reply().owed(), "queued bytes are exactly the bytes owed and not yet sent");
+        check(queued <= limits.high_watermark + limits.read_budget + reply_overhead(),
+              "queued bytes stay within the high watermark plus one read budget");
+        // Memory follows the bytes: apart from the first block, the last, and one short block
+        // after a full one, every block holds at least half a block of queued bytes.
+        check(c.buffer_blocks() <= 3 + queued / (BlockPool::block_size / 2),
+              "buffer blocks stay proportional to the queued bytes");
+        check(queued > 0 || c.buffer_blocks() == 0, "an idle connection holds no buffer");
+        const Interest want = interest();
+        check(wants_write(want) == (queued > 0), "write interest exactly while output is queued");
+        if (socket.shut_wr) {
+            check(queued == 0, "FIN only with nothing queued");
+            check(want == Interest::read, "after our FIN: read (and discard) until the client's EOF");
+        } else {
+            check(wants_read(want) == (!c.reading_paused() && !socket.eof && !owner.drained),
+                  "read interest exactly while not paused, not at EOF and not draining");
+        }
+        if (!socket.eof && !owner.drained) {
+            check(queued < limits.high_watermark || c.reading_paused(), "paused at the high watermark");
+            check(queued > limits.low_watermark || !c.reading_paused(), "resumed at the low watermark");
+        }
+        const std::uint64_t pauses = stats.paused - was.pauses;
+        check(pauses <= callbacks, "at most one pause per callback");
+        check(pauses >= ((!was.paused && c.reading_paused()) ? 1U : 0U), "every pause is counted");
+    }
+
+    // One step: a callback, a turn of the loop, drain() or close().
+    void step() {
+        const Before was = before();
+        socket.received_in_step = 0;
+        socket.sent_in_step = 0;
+        std::size_t callbacks = 1;
+        const std::uint8_t op = input.byte() % 16;
+        trace("step %u (interest %u, queued %zu, blocks %zu)\n", unsigned{op}, static_cast<unsigned>(interest()),
+              connection->queued_bytes(), connection->buffer_blocks());
+        switch (op) {
+        case 0: case 1: case 2: case 3: case 4: case 5:
+            if (wants_read(interest())) {  // the loop calls only what is asked for
+                connection->on_readable();
+            }
+            break;
+        case 6: case 7: case 8: case 9: case 10:
+            if (wants_write(interest())) {
+                connection->on_writable();
+            }
+            break;
+        case 11: case 12: case 13: {
+            // The real loop: the descriptor is always readable and writable, so this dispatches
+            // by interest, through the backend.
+            auto ran = loop->run_once(std::chrono::milliseconds(0));
+            check(ran.has_value(), "the loop turns");
+            callbacks = std::max<std::size_t>(1, ran.value());
+            break;
+        }
+        case 14:
+            if (input.byte() < 64) {
+                owner.drained = true;
+                connection->drain();
+            }
+            break;
+        default:
+            if (input.byte() < 16) {
+                owner.closing = true;
+                connection->close("fuzz");
+            }
+            break;
+        }
+        check_invariants(was, callbacks);
+    }
+
+    // After the input: sends succeed until nothing is queued, then the client's EOF arrives.
+    void settle() {
+        trace("settle (queued %zu)\n", connection->queued_bytes());
+        socket.settling = true;
+        for (std::size_t bound = connection->queued_bytes() / limits.write_budget + 4;
+             !connection->closed() && wants_write(interest()); --bound) {
+            check(bound > 0, "queued output drains while sends succeed");
+            const Before was = before();
+            socket.received_in_step = socket.sent_in_step = 0;
+            connection->on_writable();
+            check_invariants(was, 1);
+        }
+        socket.final_eof = true;
+        if (!connection->closed()) {
+            check(wants_read(interest()), "with nothing queued, the connection reads");
+            const Before was = before();
+            socket.received_in_step = socket.sent_in_step = 0;
+            connection->on_readable();
+            check_invariants(was, 1);
+        }
+        check(connection->closed(), "the client's EOF with nothing owed closes the connection");
+        if (!owner.closing && socket.failure == ScriptedSocket::Failure::none) {
+            check(socket.reply().owed() == 0, "everything received was answered");
+            check(limits.reply == ReplyMode::stamp || socket.sent == socket.received, "everything received was echoed");
+        }
+        // Closing again is harmless.
+        connection->drain();
+        connection->close("again");
+        check(owner.closes == 1, "drain and close after a close do nothing");
+    }
+};
+
+void run(Input& input) {
+    const std::uint8_t flags = input.byte();
+    const std::uint8_t seed = input.byte();
+    ConnectionLimits limits;
+    limits.reply = (flags & 1U) != 0 ? ReplyMode::stamp : ReplyMode::echo;
+    limits.high_watermark = std::size_t{input.u16()} + 1;
+    limits.low_watermark = input.u16() % limits.high_watermark;
+    limits.read_budget = std::size_t{input.u16()} + 1;
+    limits.write_budget = std::size_t{input.u16()} + 1;
+    const auto backends = available_backends();
+    const BackendKind backend = backends[(flags >> 1U) % backends.size()];
+
+    trace("limits: %s high %zu low %zu read %zu write %zu, %.*s\n", limits.reply == ReplyMode::stamp ? "stamp" : "echo",
+          limits.high_watermark, limits.low_watermark, limits.read_budget, limits.write_budget,
+          static_cast<int>(backend_name(backend).size()), backend_name(backend).data());
+    Harness h(input, limits, backend, seed);
+    while (!input.exhausted() && !h.connection->closed()) {
+        h.step();
+    }
+    h.settle();
+}
+
+}  // namespace
+}  // namespace echoplex::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    echoplex::fuzz::Input input(data, size);
+    echoplex::fuzz::run(input);
+    return 0;
+}
