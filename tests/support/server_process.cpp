@@ -25,6 +25,7 @@
 #include <system_error>
 
 #include "echoplex/backend.hpp"
+#include "support/doctest.hpp"
 #include "support/net.hpp"
 
 namespace echoplex::test {
@@ -91,7 +92,8 @@ std::string ExitStatus::describe() const {
 
 // ---- ChildProcess ----
 
-ChildProcess::ChildProcess(const std::string& program, const std::vector<std::string>& args) {
+ChildProcess::ChildProcess(const std::string& program, const std::vector<std::string>& args,
+                           const std::vector<ResourceLimit>& limits) {
     int out_pipe[2];
     int err_pipe[2];
     checked(::pipe2(out_pipe, O_CLOEXEC), "pipe2");
@@ -113,6 +115,11 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
     }
     argv.push_back(nullptr);
     static const char exec_failed[] = "echoplex test: execv failed\n";
+    static const char setrlimit_failed[] = "echoplex test: setrlimit failed\n";
+    std::vector<std::pair<int, rlimit>> rlimits;
+    for (const auto& limit : limits) {
+        rlimits.emplace_back(limit.resource, rlimit{limit.soft, limit.hard});
+    }
 
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -129,6 +136,13 @@ ChildProcess::ChildProcess(const std::string& program, const std::vector<std::st
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         for (const int sig : {SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGCHLD}) {
             ::signal(sig, SIG_DFL);
+        }
+        for (const auto& [resource, value] : rlimits) {
+            if (::setrlimit(resource, &value) < 0) {
+                const ssize_t ignored = ::write(2, setrlimit_failed, sizeof setrlimit_failed - 1);
+                (void)ignored;
+                ::_exit(127);
+            }
         }
         ::execv(argv[0], argv.data());
         const ssize_t ignored = ::write(2, exec_failed, sizeof exec_failed - 1);
@@ -335,17 +349,109 @@ std::size_t count_stats_prefixed_lines(const std::string& text) {
 
 namespace {
 
-std::vector<std::string> with_backend(const std::vector<std::string>& args) {
-    std::vector<std::string> all;
+// A program name without a slash looked up in $PATH (execv does not search; execvp is not
+// async-signal-safe, so the lookup happens before fork).
+std::string resolve_program(const std::string& name) {
+    if (name.find('/') != std::string::npos) {
+        return name;
+    }
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+        const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+    }
+    return name;  // execv fails and the child exits 127 with a line on stderr
+}
+
+bool is_valgrind(const std::vector<std::string>& wrapper) {
+    if (wrapper.empty()) {
+        return false;
+    }
+    const std::string& program = wrapper.front();
+    const auto slash = program.rfind('/');
+    return program.substr(slash == std::string::npos ? 0 : slash + 1) == "valgrind";
+}
+
+// A new empty file for valgrind's report (in $TMPDIR or /tmp); "" without a valgrind wrapper.
+std::string make_valgrind_log() {
+    if (!is_valgrind(server_wrapper())) {
+        return "";
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    std::string path = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/echoplex-valgrind-XXXXXX";
+    const int fd = ::mkstemp(path.data());
+    if (fd < 0) {
+        fail("mkstemp");
+    }
+    ::close(fd);
+    return path;
+}
+
+// The whole command line: [wrapper...] server --backend=<under test> args...
+std::vector<std::string> server_command(const std::vector<std::string>& args, const std::string& valgrind_log) {
+    std::vector<std::string> all = server_wrapper();
+    if (!all.empty()) {
+        all.front() = resolve_program(all.front());
+        if (!valgrind_log.empty()) {
+            all.insert(all.begin() + 1, "--log-file=" + valgrind_log);
+        }
+    }
+    all.push_back(server_binary());
     all.push_back("--backend=" + std::string(backend_name(backend_under_test())));
     all.insert(all.end(), args.begin(), args.end());
     return all;
 }
 
+std::vector<std::string> tail(std::vector<std::string> all) {
+    all.erase(all.begin());
+    return all;
+}
+
+// The --error-exitcode=N of the wrapper's command line; -1 if it sets none.
+int valgrind_error_exit_code() {
+    static const std::string flag = "--error-exitcode=";
+    for (const auto& word : server_wrapper()) {
+        if (word.rfind(flag, 0) == 0) {
+            return std::atoi(word.c_str() + flag.size());
+        }
+    }
+    return -1;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
 }  // namespace
 
+std::vector<std::string> server_wrapper() {
+    std::vector<std::string> words;
+    const char* wrapper = std::getenv("ECHOPLEX_WRAPPER");
+    std::istringstream in(wrapper != nullptr ? wrapper : "");
+    std::string word;
+    while (in >> word) {
+        words.push_back(word);
+    }
+    return words;
+}
+
+bool server_wrapped() { return !server_wrapper().empty(); }
+
 ServerProcess::ServerProcess(const std::vector<std::string>& args, milliseconds startup_timeout)
-    : child_(server_binary(), with_backend(args)) {
+    : ServerProcess(args, ServerOptions{startup_timeout, {}}) {}
+
+ServerProcess::ServerProcess(const std::vector<std::string>& args, const ServerOptions& options)
+    : valgrind_log_(make_valgrind_log()),
+      child_(server_command(args, valgrind_log_.path).front(), tail(server_command(args, valgrind_log_.path)),
+             options.limits) {
+    const milliseconds startup_timeout = options.startup_timeout * (server_wrapped() ? 6 : 1);
     const bool got_line = child_.wait_output(
         [](const std::string& out, const std::string&) { return out.find('\n') != std::string::npos; },
         startup_timeout);
@@ -420,6 +526,52 @@ long ServerProcess::rss_kib() const {
     return -1;
 }
 
+ServerProcess::TempFile::~TempFile() {
+    if (!path.empty()) {
+        ::unlink(path.c_str());
+    }
+}
+
+ServerProcess::~ServerProcess() {
+    if (valgrind_log_.path.empty()) {
+        return;
+    }
+    try {
+        check_wrapper_report();
+    } catch (...) {
+        // A destructor must not throw (reading the report or formatting it failed): unchecked.
+    }
+}
+
+void ServerProcess::check_wrapper_report() {
+    // valgrind's checks (leaks above all) run when the program exits: ask it to, politely. The
+    // drain deadline bounds how long the server may take; memcheck's leak scan adds seconds.
+    auto status = child_.wait_exit(milliseconds(0));
+    if (!status) {
+        child_.send_signal(SIGTERM);
+        status = child_.wait_exit(std::chrono::seconds(120));
+    }
+    if (!status) {
+        MESSAGE("valgrind: the server did not exit within 120 s of SIGTERM; no report checked");
+        return;
+    }
+    const std::string report = read_file(valgrind_log_.path);
+    static const std::regex summary(R"(ERROR SUMMARY: ([0-9]+) errors)");
+    std::smatch m;
+    if (!std::regex_search(report, m, summary)) {
+        // Killed by a signal (e.g. a test's SIGKILL): memcheck had no chance to write its summary.
+        MESSAGE("valgrind: no error summary (server ", status->describe(), ")");
+        return;
+    }
+    const auto errors = std::stoull(m[1].str());
+    if (errors == 0) {
+        MESSAGE("valgrind: 0 errors in the server (pid ", pid(), ", ", status->describe(), ")");
+    }
+    CHECK_MESSAGE(errors == 0, "valgrind found ", errors, " error(s) in the server (pid ", pid(), "):\n", report);
+    CHECK_MESSAGE(!(status->exited && status->code == valgrind_error_exit_code()),
+                  "the server exited with valgrind's --error-exitcode (", status->code, ")");
+}
+
 int ServerProcess::open_fds() const {
     const std::string path = "/proc/" + std::to_string(pid()) + "/fd";
     DIR* dir = ::opendir(path.c_str());
@@ -434,6 +586,46 @@ int ServerProcess::open_fds() const {
     }
     ::closedir(dir);
     return n;
+}
+
+std::vector<int> ServerProcess::fd_numbers() const {
+    std::vector<int> numbers;
+    const std::string path = "/proc/" + std::to_string(pid()) + "/fd";
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) {
+        return numbers;
+    }
+    while (const dirent* entry = ::readdir(dir)) {
+        if (entry->d_name[0] >= '0' && entry->d_name[0] <= '9') {
+            numbers.push_back(std::atoi(entry->d_name));
+        }
+    }
+    ::closedir(dir);
+    std::sort(numbers.begin(), numbers.end());
+    return numbers;
+}
+
+long ServerProcess::cpu_ticks() const {
+    // proc(5): "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so fields are
+    // counted after the last ')'. utime and stime are fields 14 and 15.
+    const std::string stat = read_file("/proc/" + std::to_string(pid()) + "/stat");
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos) {
+        return -1;
+    }
+    std::istringstream fields(stat.substr(close_paren + 1));
+    std::string field;
+    long utime = -1;
+    long stime = -1;
+    for (int index = 3; fields >> field; ++index) {
+        if (index == 14) {
+            utime = std::stol(field);
+        } else if (index == 15) {
+            stime = std::stol(field);
+            break;
+        }
+    }
+    return utime < 0 || stime < 0 ? -1 : utime + stime;
 }
 
 // ---- clients ----

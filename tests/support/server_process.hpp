@@ -3,6 +3,7 @@
 // Nothing here sleeps: every wait is a poll(2) or a condition variable with a deadline.
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -31,13 +32,22 @@ struct ExitStatus {
     std::string describe() const;
 };
 
+// A resource limit set in the child between fork and exec (setrlimit(2) is async-signal-safe),
+// e.g. {RLIMIT_NOFILE, 64, 64} to run a server that runs out of descriptors early.
+struct ResourceLimit {
+    int resource = RLIMIT_NOFILE;
+    rlim_t soft = 0;
+    rlim_t hard = 0;
+};
+
 // A child process with stdout and stderr captured by a reader thread (so the child never blocks
 // on a full pipe). Killed (SIGKILL) and reaped on destruction if still running.
 class ChildProcess {
 public:
-    // Runs `program` with `args` (argv[1..]). Throws std::system_error if it cannot be started
-    // (a failed exec shows up as exit code 127 with a line on stderr).
-    ChildProcess(const std::string& program, const std::vector<std::string>& args);
+    // Runs `program` with `args` (argv[1..]) and `limits` applied. Throws std::system_error if it
+    // cannot be started (a failed exec or setrlimit shows up as exit code 127 with a line on stderr).
+    ChildProcess(const std::string& program, const std::vector<std::string>& args,
+                 const std::vector<ResourceLimit>& limits = {});
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
     ~ChildProcess();
@@ -112,14 +122,36 @@ std::vector<Stats> stats_lines(const std::string& text);
 // line shows up here and not in stats_lines.
 std::size_t count_stats_prefixed_lines(const std::string& text);
 
+// ECHOPLEX_WRAPPER from the environment, split on blanks: a command that ServerProcess puts in
+// front of the server (the meson test setup 'valgrind' sets it to a memcheck command line).
+// Empty when unset.
+std::vector<std::string> server_wrapper();
+// True when ServerProcess runs the server under a wrapper: tests scale sizes and bounds down.
+bool server_wrapped();
+
+struct ServerOptions {
+    // Multiplied by 6 under a wrapper (valgrind needs seconds to start).
+    std::chrono::milliseconds startup_timeout = std::chrono::seconds(10);
+    // Applied to the server process (not to a wrapper's own startup: setrlimit runs before exec).
+    std::vector<ResourceLimit> limits;
+};
+
 // The echoplex server as a child: started with --backend=<backend under test> plus `args`, and
 // ready when its startup line ("echoplex: listening on A:P, ... (backend)") has been read from
 // stdout, which the constructor waits for (bounded). If the server exits or stays silent, the
 // constructor throws std::runtime_error carrying what it printed.
+//
+// Under a valgrind wrapper the report goes to a temporary file, not to the server's stderr; on
+// destruction a server still running is stopped with SIGTERM (so that valgrind's exit checks run)
+// and a report with errors (or an exit with valgrind's error code) fails the current test case.
 class ServerProcess {
 public:
     explicit ServerProcess(const std::vector<std::string>& args,
                            std::chrono::milliseconds startup_timeout = std::chrono::seconds(10));
+    ServerProcess(const std::vector<std::string>& args, const ServerOptions& options);
+    ServerProcess(const ServerProcess&) = delete;
+    ServerProcess& operator=(const ServerProcess&) = delete;
+    ~ServerProcess();
 
     const std::vector<std::uint16_t>& ports() const noexcept { return ports_; }
     std::uint16_t port(std::size_t i = 0) const { return ports_.at(i); }
@@ -143,8 +175,27 @@ public:
     long rss_kib() const;
     // Number of entries in /proc/PID/fd; -1 if it cannot be read.
     int open_fds() const;
+    // The descriptor numbers in /proc/PID/fd, ascending; empty if it cannot be read. (Descriptors
+    // the test process inherited without close-on-exec show up here too, e.g. a CI runner's.)
+    std::vector<int> fd_numbers() const;
+    // CPU time used so far, user + system, in clock ticks (sysconf(_SC_CLK_TCK) per second), from
+    // /proc/PID/stat; -1 if it cannot be read.
+    long cpu_ticks() const;
 
 private:
+    // A file removed on destruction (nothing to remove when the path is empty).
+    struct TempFile {
+        std::string path;
+        TempFile() = default;
+        explicit TempFile(std::string p) : path(std::move(p)) {}
+        TempFile(const TempFile&) = delete;
+        TempFile& operator=(const TempFile&) = delete;
+        ~TempFile();
+    };
+    // valgrind's report (no file without a valgrind wrapper), read when the server has exited.
+    TempFile valgrind_log_;
+    void check_wrapper_report();
+
     ChildProcess child_;
     std::string startup_line_;
     std::string announced_backend_;

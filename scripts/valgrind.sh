@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the end-to-end and stress suites with every echoplex server under valgrind memcheck (the
+# meson test setup 'valgrind': leak check full; any error or leak fails the test that started the
+# server), then prints "tests: N passed, N failed". The test programs themselves run natively.
+# Usage: scripts/valgrind.sh [BUILD_DIR]   (default build-valgrind; must be built without sanitizers)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$root/build-valgrind}"
+bash "$root/scripts/deps.sh" valgrind
+bash "$root/scripts/build.sh" "$build"
+sanitize="$(meson introspect --buildoptions "$build" |
+  python3 -c 'import json, sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "b_sanitize"))')"
+if [ "$sanitize" != "none" ]; then
+  echo "valgrind.sh: $build is built with -Db_sanitize=$sanitize; valgrind needs a build without sanitizers" >&2
+  exit 2
+fi
+status=0
+meson test -C "$build" --setup=valgrind --suite e2e --suite stress --print-errorlogs || status=$?
+python3 "$root/scripts/test_summary.py" "$build/meson-logs/testlog-valgrind.json"
+exit "$status"
