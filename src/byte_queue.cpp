@@ -35,7 +35,7 @@ void ByteQueue::append(std::string_view bytes) {
 }
 
 std::span<char> ByteQueue::prepare() {
-    if (chunks_.empty() || chunks_.back().end == BlockPool::block_size) {
+    if (no_chunks() || chunks_.back().end == BlockPool::block_size) {
         chunks_.push_back(Chunk{pool_->take(), 0, 0});
     }
     Chunk& tail = chunks_.back();
@@ -43,13 +43,13 @@ std::span<char> ByteQueue::prepare() {
 }
 
 void ByteQueue::commit(std::size_t n) noexcept {
-    assert(!chunks_.empty() && chunks_.back().end + n <= BlockPool::block_size);
+    assert(!no_chunks() && chunks_.back().end + n <= BlockPool::block_size);
     chunks_.back().end += static_cast<std::uint32_t>(n);
     size_ += n;
 }
 
 void ByteQueue::release_unused_tail() noexcept {
-    if (!chunks_.empty() && chunks_.back().begin == chunks_.back().end) {
+    if (!no_chunks() && chunks_.back().begin == chunks_.back().end) {
         pool_->give(std::move(chunks_.back().block));
         chunks_.pop_back();
     }
@@ -57,17 +57,18 @@ void ByteQueue::release_unused_tail() noexcept {
 
 void ByteQueue::splice_from(ByteQueue& other) {
     other.release_unused_tail();
-    for (auto& chunk : other.chunks_) {
+    for (auto& chunk : other.live()) {
         chunks_.push_back(std::move(chunk));
     }
     size_ += other.size_;
     other.chunks_.clear();
+    other.head_ = 0;
     other.size_ = 0;
 }
 
 std::size_t ByteQueue::peek(iovec* iov, std::size_t max_iov, std::size_t max_bytes) const noexcept {
     std::size_t count = 0;
-    for (const Chunk& chunk : chunks_) {
+    for (const Chunk& chunk : live()) {
         if (count == max_iov || max_bytes == 0) {
             break;
         }
@@ -85,14 +86,20 @@ void ByteQueue::consume(std::size_t n) noexcept {
     assert(n <= size_);
     size_ -= n;
     while (n > 0) {
-        Chunk& front = chunks_.front();
+        Chunk& front = chunks_[head_];
         const std::size_t len = std::min<std::size_t>(front.end - front.begin, n);
         front.begin += static_cast<std::uint32_t>(len);
         n -= len;
         if (front.begin == front.end) {
             pool_->give(std::move(front.block));
-            chunks_.pop_front();
+            ++head_;
         }
+    }
+    // Spent slots are reclaimed once they are the majority, so a queue that never drains
+    // completely (a steady stream) does not grow its vector without bound.
+    if (head_ > 16 && head_ * 2 > chunks_.size()) {
+        chunks_.erase(chunks_.begin(), chunks_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
     }
     // A fully consumed queue keeps nothing, not even a partly filled last block.
     if (size_ == 0) {
@@ -101,17 +108,18 @@ void ByteQueue::consume(std::size_t n) noexcept {
 }
 
 void ByteQueue::clear() noexcept {
-    for (auto& chunk : chunks_) {
+    for (auto& chunk : live()) {
         pool_->give(std::move(chunk.block));
     }
-    chunks_.clear();
+    chunks_.clear();  // keeps the capacity: a drained queue fills again without allocating
+    head_ = 0;
     size_ = 0;
 }
 
 std::string ByteQueue::to_string() const {
     std::string out;
     out.reserve(size_);
-    for (const Chunk& chunk : chunks_) {
+    for (const Chunk& chunk : live()) {
         out.append(chunk.block->data() + chunk.begin, chunk.end - chunk.begin);
     }
     return out;

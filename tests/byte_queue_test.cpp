@@ -95,5 +95,34 @@ TEST_CASE("the pool keeps at most max_free blocks") {
     CHECK(pool.free_blocks() == 2);
 }
 
+TEST_CASE("a queue that never drains keeps its order while spent slots are reclaimed") {
+    // Appending and consuming in a steady stream, never reaching empty, walks the head far past
+    // the reclaim threshold many times: order and block counts must survive every reclaim.
+    BlockPool pool;
+    ByteQueue q(pool);
+    std::string expected;
+    std::size_t next = 0;
+    for (int round = 0; round < 200; ++round) {
+        std::string piece(BlockPool::block_size, '\0');
+        for (char& c : piece) {
+            c = static_cast<char>('a' + next++ % 23);
+        }
+        q.append(piece);
+        expected += piece;
+        if (round >= 3) {
+            const std::size_t eat = BlockPool::block_size + (round % 3 == 0 ? 7 : 0);
+            q.consume(eat);
+            expected.erase(0, eat);
+        }
+        REQUIRE(q.size() == expected.size());
+        REQUIRE(q.blocks() <= expected.size() / BlockPool::block_size + 2);
+    }
+    CHECK(q.to_string() == expected);
+    ByteQueue moved(std::move(q));
+    CHECK(moved.to_string() == expected);
+    CHECK(q.empty());
+    CHECK(q.blocks() == 0);
+}
+
 }  // namespace
 }  // namespace echoplex

@@ -2,8 +2,12 @@
 // for writev/sendmsg. Blocks move between queues without copying (splice), and an empty queue
 // holds no block, so an idle connection costs no buffer memory.
 //
-//   chunks_:  [ block | begin..end ] -> [ block | begin..end ] -> ...
-//                       ^ next byte out                  ^ next byte in (tail space follows)
+//   chunks_:  (consumed slots) [ block | begin..end ] [ block | begin..end ] ...
+//                    head_ -----^ next byte out                  ^ next byte in (tail space follows)
+//
+// The chunks live in a vector with a moving head rather than a std::deque: an empty deque still
+// allocates a 576-byte map and node, which was most of an idle connection's memory; an empty
+// vector allocates nothing, and a drained one keeps its few slots for the next message.
 #pragma once
 
 #include <sys/uio.h>
@@ -11,10 +15,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace echoplex {
@@ -40,14 +44,20 @@ private:
 class ByteQueue {
 public:
     explicit ByteQueue(BlockPool& pool) : pool_(&pool) {}
-    ByteQueue(ByteQueue&&) = default;
-    ByteQueue& operator=(ByteQueue&&) = default;
+    ByteQueue(ByteQueue&& other) noexcept
+        : pool_(other.pool_),
+          chunks_(std::move(other.chunks_)),
+          head_(std::exchange(other.head_, 0)),
+          size_(std::exchange(other.size_, 0)) {
+        other.chunks_.clear();
+    }
+    ByteQueue& operator=(ByteQueue&&) = delete;  // would drop this queue's blocks without returning them
     ~ByteQueue() { clear(); }
 
     std::size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
     // Blocks held, counting a tail block with no data yet.
-    std::size_t blocks() const noexcept { return chunks_.size(); }
+    std::size_t blocks() const noexcept { return chunks_.size() - head_; }
 
     void append(std::string_view bytes);
 
@@ -76,8 +86,13 @@ private:
         std::uint32_t begin = 0;
         std::uint32_t end = 0;
     };
+    bool no_chunks() const noexcept { return head_ == chunks_.size(); }
+    std::span<Chunk> live() noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }
+    std::span<const Chunk> live() const noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }
+
     BlockPool* pool_;
-    std::deque<Chunk> chunks_;
+    std::vector<Chunk> chunks_;  // chunks_[head_..] hold the bytes; earlier slots are spent
+    std::size_t head_ = 0;
     std::size_t size_ = 0;
 };
 
