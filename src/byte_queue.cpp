@@ -38,18 +38,41 @@ std::span<char> ByteQueue::prepare() {
     if (no_chunks() || chunks_.back().end == BlockPool::block_size) {
         chunks_.push_back(Chunk{pool_->take(), 0, 0});
     }
+    prepared_ = chunks_.size() - 1;
     Chunk& tail = chunks_.back();
     return {tail.block->data() + tail.end, BlockPool::block_size - tail.end};
 }
 
+std::size_t ByteQueue::prepare(iovec* iov, std::size_t max_iov, std::size_t max_bytes) {
+    if (max_iov == 0 || max_bytes == 0) {
+        return 0;
+    }
+    const std::span<char> first = prepare();
+    std::size_t count = 0;
+    std::size_t offered = std::min(first.size(), max_bytes);
+    iov[count++] = iovec{first.data(), offered};
+    while (count < max_iov && offered < max_bytes) {
+        chunks_.push_back(Chunk{pool_->take(), 0, 0});
+        const std::size_t len = std::min(BlockPool::block_size, max_bytes - offered);
+        iov[count++] = iovec{chunks_.back().block->data(), len};
+        offered += len;
+    }
+    return count;
+}
+
 void ByteQueue::commit(std::size_t n) noexcept {
-    assert(!no_chunks() && chunks_.back().end + n <= BlockPool::block_size);
-    chunks_.back().end += static_cast<std::uint32_t>(n);
     size_ += n;
+    for (std::size_t i = prepared_; n > 0; ++i) {
+        assert(i < chunks_.size());
+        Chunk& chunk = chunks_[i];
+        const std::size_t len = std::min<std::size_t>(BlockPool::block_size - chunk.end, n);
+        chunk.end += static_cast<std::uint32_t>(len);
+        n -= len;
+    }
 }
 
 void ByteQueue::release_unused_tail() noexcept {
-    if (!no_chunks() && chunks_.back().begin == chunks_.back().end) {
+    while (!no_chunks() && chunks_.back().begin == chunks_.back().end) {
         pool_->give(std::move(chunks_.back().block));
         chunks_.pop_back();
     }

@@ -1,6 +1,8 @@
 // ByteQueue: FIFO order across blocks, iovec export, splicing without copies, no idle memory.
 #include "echoplex/byte_queue.hpp"
 
+#include <array>
+#include <cstring>
 #include <string>
 
 #include "support/doctest.hpp"
@@ -93,6 +95,33 @@ TEST_CASE("the pool keeps at most max_free blocks") {
         q.append(pattern(5 * BlockPool::block_size));
     }
     CHECK(pool.free_blocks() == 2);
+}
+
+TEST_CASE("a scatter prepare offers whole blocks up to the limit; commit fills them in order; empties go back") {
+    BlockPool pool;
+    ByteQueue q(pool);
+    q.append("abc");  // the tail block has block_size - 3 bytes free
+    std::array<iovec, 4> iov{};
+    const std::size_t limit = 2 * BlockPool::block_size;
+    const std::size_t count = q.prepare(iov.data(), iov.size(), limit);
+    REQUIRE(count == 3);
+    CHECK(iov[0].iov_len == BlockPool::block_size - 3);
+    CHECK(iov[1].iov_len == BlockPool::block_size);
+    CHECK(iov[2].iov_len == 3);
+    const std::string data = pattern(BlockPool::block_size + 10);  // into the first two iovecs
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < count && at < data.size(); ++i) {
+        const std::size_t len = std::min(iov[i].iov_len, data.size() - at);
+        std::memcpy(iov[i].iov_base, data.data() + at, len);
+        at += len;
+    }
+    q.commit(data.size());
+    CHECK(q.blocks() == 3);  // the third, still empty
+    q.release_unused_tail();
+    CHECK(q.blocks() == 2);
+    CHECK(q.to_string() == "abc" + data);
+    CHECK(q.prepare(iov.data(), 1, 100) == 1);  // one iovec at most, bounded by the limit
+    CHECK(iov[0].iov_len == 100);
 }
 
 TEST_CASE("a queue that never drains keeps its order while spent slots are reclaimed") {

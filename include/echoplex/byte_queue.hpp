@@ -65,7 +65,11 @@ public:
     // the first n bytes of it part of the queue. Use release_unused_tail() after a read that
     // got nothing, so an idle queue keeps no block.
     std::span<char> prepare();
+    // The same for a scatter read: up to `max_iov` iovecs of tail space totalling at most
+    // `max_bytes`, taking blocks as needed; returns the count. commit(n) then fills them in order.
+    std::size_t prepare(iovec* iov, std::size_t max_iov, std::size_t max_bytes);
     void commit(std::size_t n) noexcept;
+    // Gives back every block at the tail that holds no data.
     void release_unused_tail() noexcept;
 
     // Moves every byte of `other` to the end of this queue, block by block, without copying.
@@ -93,6 +97,7 @@ private:
     BlockPool* pool_;
     std::vector<Chunk> chunks_;  // chunks_[head_..] hold the bytes; earlier slots are spent
     std::size_t head_ = 0;
+    std::size_t prepared_ = 0;  // the first chunk of the space the last prepare() offered
     std::size_t size_ = 0;
 };
 

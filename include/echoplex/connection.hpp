@@ -81,6 +81,8 @@ public:
 private:
     // Reads at most read_budget bytes, answering each chunk; false if the connection closed.
     bool read_some();
+    // Queue blocks one read may fill (4 × 16 KiB: the default read budget in one call).
+    static constexpr std::size_t max_read_blocks = 4;
     void answer_chunk();
     // Moves the bytes read to the end of the write queue: long chunks with their blocks, short
     // ones copied, so that queued memory stays proportional to queued bytes.

@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 
@@ -16,6 +17,11 @@ class SocketIo {
 public:
     // recv(2) with no flags.
     virtual ssize_t recv(int fd, void* buffer, std::size_t length) = 0;
+    // readv(2): a scatter read, so one call can fill several queue blocks. By default a recv
+    // into the first buffer only, which is a legal short read: a scripted socket need not care.
+    virtual ssize_t readv(int fd, const iovec* iov, int count) {
+        return count > 0 ? recv(fd, iov[0].iov_base, iov[0].iov_len) : 0;
+    }
     // sendmsg(2).
     virtual ssize_t sendmsg(int fd, const msghdr* message, int flags) = 0;
     // shutdown(2).

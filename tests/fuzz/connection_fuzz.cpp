@@ -14,6 +14,7 @@
 // When the input runs out, sends succeed in full until nothing is queued, then the client's EOF
 // arrives: the connection must then have delivered everything it owed and closed.
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <array>
@@ -27,6 +28,7 @@
 #include <deque>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "echoplex/connection.hpp"
 
@@ -212,8 +214,30 @@ public:
     std::uint64_t sent = 0;      // bytes the kernel took
     std::uint64_t received_in_step = 0;
     std::uint64_t sent_in_step = 0;
+    std::vector<char> scatter_;  // readv's bytes before they are spread over the iovecs
 
     const Reply& reply() const noexcept { return reply_; }
+
+    // A scatter read answers like one recv of the iovecs' total, spread over them in order.
+    ssize_t readv(int socket, const iovec* iov, int count) override {
+        check(count > 0, "readv asks for at least one buffer");
+        std::size_t total = 0;
+        for (int i = 0; i < count; ++i) {
+            check(iov[i].iov_len > 0, "readv buffers are not empty");
+            total += iov[i].iov_len;
+        }
+        scatter_.resize(total);
+        const ssize_t n = recv(socket, scatter_.data(), total);
+        std::size_t left = n > 0 ? static_cast<std::size_t>(n) : 0;
+        const char* from = scatter_.data();
+        for (int i = 0; i < count && left > 0; ++i) {
+            const std::size_t len = std::min(left, iov[i].iov_len);
+            std::memcpy(iov[i].iov_base, from, len);
+            from += len;
+            left -= len;
+        }
+        return n;
+    }
 
     ssize_t recv(int socket, void* buffer, std::size_t length) override {
         check(socket == fd, "recv on the connection's own descriptor");
