@@ -51,15 +51,17 @@ void Connection::on_writable() {
 bool Connection::read_some() {
     std::size_t budget = limits_.read_budget;
     while (budget > 0 && output_.size() < limits_.high_watermark) {
-        // One scatter read of up to the whole budget: a large message costs a quarter of the
-        // system calls that block-sized reads would.
+        // One scatter read of up to the whole budget once the client is streaming (the last
+        // read filled all it was offered): a large message costs a quarter of the system calls
+        // of block-sized reads. Otherwise one block, so a small message takes one from the pool.
         std::array<iovec, max_read_blocks> space{};
-        const std::size_t count = input_.prepare(space.data(), space.size(), budget);
+        const std::size_t count = input_.prepare(space.data(), wide_reads_ ? space.size() : 1, budget);
         std::size_t want = 0;
         for (std::size_t i = 0; i < count; ++i) {
             want += space[i].iov_len;
         }
         const ssize_t n = io_.readv(fd(), space.data(), static_cast<int>(count));
+        wide_reads_ = n > 0 && static_cast<std::size_t>(n) == want;
         if (n > 0) {
             input_.commit(static_cast<std::size_t>(n));
             stats_.bytes_in += static_cast<std::uint64_t>(n);

@@ -109,6 +109,7 @@ private:
     bool peer_done_ = false;    // the client shut down its side (EOF)
     bool draining_ = false;     // server shutdown: no more reading
     bool lingering_ = false;    // all output sent and FIN sent; waiting for the client's EOF
+    bool wide_reads_ = false;   // the last read filled everything offered: offer several blocks
 };
 
 }  // namespace echoplex
