@@ -84,7 +84,7 @@ bool Connection::read_some() {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             break;
         }
-        close(errno == ECONNRESET ? "reset by peer" : Error::from_errno("recv").message());
+        close(errno == ECONNRESET ? "reset by peer" : Error::from_errno("readv").message());
         return false;
     }
     input_.release_unused_tail();

@@ -394,7 +394,7 @@ public:
         } else if (socket_.failure == ScriptedSocket::Failure::recv_reset) {
             check(reason == "reset by peer", "a reset on read closes as 'reset by peer'");
         } else if (socket_.failure == ScriptedSocket::Failure::recv_error) {
-            check(reason.starts_with("recv: "), "a read error closes naming the call");
+            check(reason.starts_with("readv: "), "a read error closes naming the call");
         } else {
             // A graceful close: everything owed went out and a FIN followed it.
             check(socket_.eof && socket_.shut_wr && socket_.reply().owed() == 0,
