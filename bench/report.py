@@ -364,6 +364,9 @@ def machine_line(data: dict) -> str:
            else "not pinned (one CPU)")
     after = data.get("load_after") or {}
     steps = (" (after " + ", ".join(f"{k} {v:.2f}" for k, v in after.items()) + ")") if after else ""
+    if after.get("memory", 0) > 4:
+        steps += (" — the memory experiment's last figure counts its own 10,000 threads of the thread-per-connection "
+                  "server waking at once; it measures no CPU")
     return (f"{m['cpu']}, {m['nproc']} CPUs, {m['mem_gib']} GiB, Linux {m['kernel']} ({m['os']}); {pin}; "
             f"1-minute load average {data['load_start'][0]:.2f} at start, {data['load_end'][0]:.2f} at end{steps}")
 
