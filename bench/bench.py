@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from report import KIB, MIB, human_size  # bench/report.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-KIB = 1024
-MIB = 1024 * 1024
 
 SIZES = [64, KIB, 16 * KIB, MIB]
 CONNECTIONS = [8, 100, 1000]
@@ -55,14 +55,6 @@ IDLE_ACTIVE = 8  # active lockstep connections beside the idle ones, 64 B messag
 PEER_CONNECTIONS = 100
 MEMORY_IDLE = 10000
 FD_SETSIZE = 1024
-
-
-def human_size(n: int) -> str:
-    if n >= MIB and n % MIB == 0:
-        return f"{n // MIB} MiB"
-    if n >= KIB and n % KIB == 0:
-        return f"{n // KIB} KiB"
-    return f"{n} B"
 
 
 def log(msg: str) -> None:

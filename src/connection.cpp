@@ -133,7 +133,7 @@ void Connection::answer_chunk() {
 bool Connection::flush() {
     std::size_t budget = limits_.write_budget;
     while (!output_.empty() && budget > 0) {
-        std::array<iovec, 64> iov{};
+        std::array<iovec, 64> iov;  // not zeroed: peek fills the `count` entries sendmsg reads
         const std::size_t count = output_.peek(iov.data(), iov.size(), budget);
         msghdr msg{};
         msg.msg_iov = iov.data();
