@@ -30,7 +30,7 @@
 #include <string_view>
 #include <vector>
 
-#include "echoplex/connection.hpp"
+#include "echoplex/net/connection.hpp"
 
 namespace echoplex::fuzz {
 namespace {

@@ -6,10 +6,10 @@
 #include <functional>
 #include <string>
 
-#include "echoplex/backend.hpp"
-#include "echoplex/event_loop.hpp"
-#include "echoplex/io_handler.hpp"
-#include "echoplex/unique_fd.hpp"
+#include "echoplex/io/backend.hpp"
+#include "echoplex/io/event_loop.hpp"
+#include "echoplex/io/io_handler.hpp"
+#include "echoplex/io/unique_fd.hpp"
 
 namespace echoplex::test {
 

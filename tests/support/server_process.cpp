@@ -24,7 +24,7 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "echoplex/backend.hpp"
+#include "echoplex/io/backend.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 

@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "echoplex/unique_fd.hpp"
+#include "echoplex/io/unique_fd.hpp"
 
 namespace echoplex::test {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "echoplex/unique_fd.hpp"
+#include "echoplex/io/unique_fd.hpp"
 
 namespace echoplex::test {
 

@@ -1,0 +1,105 @@
+// EventLoop: descriptors, timers, signals and deferred work, dispatched from one thread over any
+// Backend. The loop never knows which backend runs; the backend never knows what the loop serves.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "echoplex/io/backend.hpp"
+#include "echoplex/io/error.hpp"
+#include "echoplex/io/io_handler.hpp"
+#include "echoplex/io/signal_watcher.hpp"
+#include "echoplex/io/timer_queue.hpp"
+
+namespace echoplex {
+
+class EventLoop {
+public:
+    explicit EventLoop(std::unique_ptr<Backend> backend);
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+    ~EventLoop();
+
+    // make_backend(kind) wrapped in a loop.
+    static Result<std::unique_ptr<EventLoop>> create(BackendKind kind);
+
+    const Backend& backend() const noexcept { return *backend_; }
+
+    // Starts watching `fd` with `handler` (not owned; must stay alive until unwatch). A descriptor
+    // watched inside a batch gets no callback before the next batch, so a number reused by accept
+    // never receives events that were meant for the descriptor it replaced.
+    // Fails with the backend's error (select: errc::fd_out_of_range), or errc::bad_argument if
+    // `fd` is already watched by another handler.
+    [[nodiscard]] Result<void> watch(int fd, IoHandler& handler, Interest want);
+
+    // Changes the interest of a watched descriptor; calls the backend only when it differs.
+    [[nodiscard]] Result<void> set_interest(int fd, Interest want);
+
+    // Interest::none for descriptors not watched.
+    Interest interest(int fd) const noexcept;
+    bool watched(int fd) const noexcept;
+
+    // Forgets `fd`; call before closing it. Events already collected for it in the current batch
+    // are dropped. Unknown descriptors are ignored.
+    void unwatch(int fd) noexcept;
+
+    // One-shot timers on the monotonic clock; the nearest deadline bounds the wait.
+    TimerId add_timer(Clock::duration delay, std::function<void()> callback);
+    TimerId add_timer_at(Clock::time_point deadline, std::function<void()> callback);
+    bool cancel_timer(TimerId id);
+
+    // Delivers `signo` as a loop event: `callback(signo)` runs from the loop, never in signal
+    // context. Works the same on every backend (a self-pipe, see SignalWatcher). The first call
+    // creates the process's SignalWatcher, so only one loop per process may take signals.
+    [[nodiscard]] Result<void> on_signal(int signo, std::function<void(int)> callback);
+
+    // Runs `work` at the end of the current iteration, after every callback of its batch: the
+    // place to free objects whose callbacks may still be on the stack. Called between iterations,
+    // the next run_once runs it without blocking.
+    void defer(std::function<void()> work);
+
+    // One iteration: wait for at most `max_wait` (nullopt: until something happens; an earlier
+    // timer deadline or deferred work shortens it), dispatch ready descriptors, run due timers and
+    // deferred work. Returns the number of callbacks run. Fails only when the backend's wait fails.
+    [[nodiscard]] Result<std::size_t> run_once(std::optional<std::chrono::milliseconds> max_wait = std::nullopt);
+
+    // run_once until stop(). Returns the backend's error if a wait fails.
+    [[nodiscard]] Result<void> run();
+
+    // Makes run() return after the current iteration. Safe from any loop callback.
+    void stop() noexcept { stop_requested_ = true; }
+
+    // The time at the start of the current iteration's dispatch (cheaper than Clock::now()).
+    Clock::time_point now() const noexcept { return now_; }
+
+private:
+    struct Slot {
+        IoHandler* handler = nullptr;
+        Interest interest = Interest::none;
+        std::uint64_t watched_in_batch = 0;
+    };
+    class SignalHandler;
+
+    Slot* live_slot(int fd) noexcept;  // a slot that may receive this batch's events, or nullptr
+    std::size_t dispatch(std::span<const Readiness> ready);
+    std::size_t run_deferred();
+    std::optional<std::chrono::milliseconds> wait_bound(std::optional<std::chrono::milliseconds> max_wait);
+
+    std::unique_ptr<Backend> backend_;
+    std::vector<Slot> slots_;  // indexed by fd
+    TimerQueue timers_;
+    std::vector<std::function<void()>> deferred_;
+    std::unique_ptr<SignalWatcher> signals_;
+    std::unique_ptr<SignalHandler> signal_handler_;
+    std::map<int, std::function<void(int)>> signal_callbacks_;
+    std::uint64_t batch_ = 0;
+    bool stop_requested_ = false;
+    Clock::time_point now_ = Clock::now();
+};
+
+}  // namespace echoplex

@@ -1,0 +1,86 @@
+// Command line of the echoplex server.
+#include "server_config.hpp"
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "cli.hpp"
+#include "program.hpp"
+
+namespace echoplex {
+
+ServerArgs parse_server_args(int argc, char** argv) {
+    ServerArgs args;
+    ServerConfig& c = args.config;
+    if (const char* env = std::getenv("ECHOPLEX_BACKEND"); env != nullptr && *env != '\0') {
+        c.backend = parse_backend_option("ECHOPLEX_BACKEND", env);
+    }
+    bool ports_given = false;
+    int verbosity = 0;
+
+    cli::Parser p("echoplex", "[OPTIONS]",
+                  "A single-threaded multiplexing TCP echo server: every port, every client, one event loop.");
+    p.flag('h', "help", "print this help and exit", [&] { args.action = ServerArgs::Action::help; });
+    p.flag('V', "version", "print the version and the compiled-in backends, and exit",
+           [&] { args.action = ServerArgs::Action::version; });
+    p.option(0, "backend", "NAME",
+             fmt::format("readiness mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
+                         fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
+             [&](std::string_view v) { c.backend = parse_backend_option("--backend", v); });
+    p.option('H', "host", "ADDR",
+             "address to listen on (default 127.0.0.1; 0.0.0.0 or :: opens\nto the network; ::1 for IPv6 loopback)",
+             [&](std::string_view v) { c.host = std::string(v); });
+    p.option('p', "port", "PORT[,PORT...]",
+             "port(s) to listen on, repeatable (default 50007,50008);\n0 picks a free port",
+             [&](std::string_view v) {
+                 if (!ports_given) {
+                     c.ports.clear();
+                     ports_given = true;
+                 }
+                 for (const auto item : cli::split_list("--port", v)) {
+                     c.ports.push_back(static_cast<std::uint16_t>(cli::parse_int("--port", item, 0, 65535)));
+                 }
+             });
+    p.option(0, "reply", "MODE", "echo: the bytes received (default, RFC 862);\nstamp: 'Echo=>DATA at TIME' per chunk, as the book",
+             [&](std::string_view v) {
+                 c.reply = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? ReplyMode::echo : ReplyMode::stamp;
+             });
+    p.option('c', "max-connections", "N", "clients served at once; more are accepted and closed\n(default 10000)",
+             [&](std::string_view v) { c.max_connections = static_cast<std::size_t>(cli::parse_int("--max-connections", v, 1, 10'000'000)); });
+    p.option(0, "high-watermark", "BYTES", "queued output per client that pauses its reading\n(default 256k)",
+             [&](std::string_view v) { c.high_watermark = cli::parse_bytes("--high-watermark", v); });
+    p.option(0, "low-watermark", "BYTES", "queued output under which reading resumes (default 64k)",
+             [&](std::string_view v) { c.low_watermark = cli::parse_bytes("--low-watermark", v); });
+    p.option(0, "idle-timeout", "SECONDS", "close clients silent this long (default 0: never)",
+             [&](std::string_view v) { c.idle_timeout_s = cli::parse_seconds("--idle-timeout", v); });
+    p.option(0, "drain-timeout", "SECONDS", "on SIGINT/SIGTERM, flush queued output for at most this\nlong (default 5)",
+             [&](std::string_view v) { c.drain_timeout_s = cli::parse_seconds("--drain-timeout", v); });
+    p.option(0, "backlog", "N", "listen(2) backlog (default 511)",
+             [&](std::string_view v) { c.backlog = static_cast<int>(cli::parse_int("--backlog", v, 1, 1 << 20)); });
+    p.flag('v', "verbose", "log every connection (repeat for more)", [&] { ++verbosity; });
+    p.flag('q', "quiet", "log errors only", [&] { --verbosity; });
+    p.parse(argc, argv);
+
+    if (c.ports.empty()) {
+        throw cli::UsageError("--port: at least one port is needed");
+    }
+    if (c.low_watermark > c.high_watermark) {
+        throw cli::UsageError(fmt::format("--low-watermark ({}) must not exceed --high-watermark ({})",
+                                          c.low_watermark, c.high_watermark));
+    }
+    if (c.high_watermark == 0) {
+        throw cli::UsageError("--high-watermark must be at least 1 byte");
+    }
+    c.log_level = verbosity < 0 ? log::Level::error : verbosity == 0 ? log::Level::info : log::Level::debug;
+    if (args.action == ServerArgs::Action::help) {
+        args.text = p.help() +
+                    "\nSignals: SIGINT/SIGTERM drain and exit 0 (a second one exits at once, status 1);\n"
+                    "SIGUSR1 prints statistics. Exit status: 0 ok, 1 runtime failure, 2 usage error.\n";
+    } else if (args.action == ServerArgs::Action::version) {
+        args.text = version_line("echoplex") + "\n";
+    }
+    return args;
+}
+
+}  // namespace echoplex

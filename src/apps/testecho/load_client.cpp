@@ -1,0 +1,406 @@
+// LoadClient implementation.
+#include "load_client.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "echoplex/io/log.hpp"
+
+namespace echoplex::testecho {
+namespace {
+
+// Errors logged on stderr per process; the rest are only counted (a dead server would otherwise
+// produce one line per connection).
+constexpr std::size_t max_logged_errors = 5;
+
+// Reads per readiness event: enough to empty a pipelined burst, bounded so one busy connection
+// cannot starve the others on a level-triggered loop.
+constexpr int reads_per_event = 4;
+
+std::uint64_t to_ns(Clock::duration d) {
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+}
+
+}  // namespace
+
+LoadClient::LoadClient(LoadContext& context, std::size_t id, Role role, const Target& target, std::uint64_t quota)
+    : context_(context), id_(id), role_(role), target_(target), quota_(quota) {
+    if (context_.settings.reply == ReplyMode::stamp) {
+        stamp_.emplace();
+    }
+}
+
+LoadClient::~LoadClient() {
+    if (rate_timer_) {
+        context_.loop.cancel_timer(*rate_timer_);
+    }
+    context_.loop.unwatch(fd_.get());
+}
+
+std::string_view LoadClient::message(std::uint64_t seq) const noexcept {
+    if (context_.messages.empty()) {
+        // The window's offset: a prime spread, so neighbouring ids get different bytes.
+        const std::size_t spread = context_.pattern.size() - context_.settings.size;
+        return context_.pattern.substr(spread == 0 ? 0 : (id_ * 37) % spread, context_.settings.size);
+    }
+    return context_.messages[seq % context_.messages.size()];
+}
+
+void LoadClient::start() {
+    if (state_ != State::waiting) {
+        return;
+    }
+    state_ = State::connecting;
+    connect_started_ = Clock::now();
+    fd_.reset(::socket(target_.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd_) {
+        fail(Kind::connect, Error::from_errno("socket").message());
+        return;
+    }
+    // Small messages in lockstep would otherwise wait for Nagle's delayed ACK (RFC 896).
+    const int one = 1;
+    ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const int rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&target_.address), target_.length);
+    if (rc != 0 && errno != EINPROGRESS) {
+        fail(Kind::connect, Error::from_errno("connect").message());
+        return;
+    }
+    if (auto watching = context_.loop.watch(fd_.get(), *this, Interest::write); !watching) {
+        fail(Kind::connect, watching.error().message());
+        return;
+    }
+    // Loopback connects usually complete at once, but the result is read when writable either way.
+}
+
+void LoadClient::connected() {
+    const auto now = Clock::now();
+    state_ = State::running;
+    context_.result.connect.record(to_ns(now - connect_started_));
+    ++context_.result.established;
+    context_.notify(*this, LoadContext::Event::connected);
+    if (state_ != State::running) {
+        return;  // the notification stopped the run
+    }
+    if (role_ == Role::idle) {
+        update_interest();
+        return;
+    }
+    // Spread the rate schedules of the clients over one interval (golden-ratio phases), so that a
+    // thousand connections at 10/s do not all send in the same millisecond.
+    if (context_.settings.rate > 0) {
+        const double interval = 1.0 / context_.settings.rate;
+        const double phase = std::fmod(static_cast<double>(id_) * 0.6180339887, 1.0) * interval;
+        rate_origin_ = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(phase));
+    }
+    last_progress_ = now;
+    fill(now);
+    flush();
+    maybe_finish();
+}
+
+void LoadClient::fill(Clock::time_point now) {
+    const auto& s = context_.settings;
+    while (!stopping_ && state_ == State::running && queued_ < quota_ && in_flight_.size() < s.pipeline) {
+        Clock::time_point intended = now;
+        if (s.rate > 0) {
+            // Message k is due at origin + k/rate whatever happened before: latency counts from
+            // here, so a stalled server shows up in the numbers (no coordinated omission). It also
+            // counts the loop's own lateness: timers wake with millisecond granularity (the
+            // backends' wait timeouts are in ms), so sub-millisecond latencies read up to ~1 ms high.
+            const auto due = rate_origin_ + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(static_cast<double>(queued_) / s.rate));
+            if (due > now) {
+                if (!rate_timer_) {
+                    rate_timer_ = context_.loop.add_timer_at(due, [this] {
+                        rate_timer_.reset();
+                        fill(Clock::now());
+                        flush();
+                    });
+                }
+                break;
+            }
+            intended = due;
+        }
+        if (in_flight_.empty()) {
+            last_progress_ = now;
+        }
+        in_flight_.push_back({message(queued_), intended});
+        ++queued_;
+    }
+}
+
+void LoadClient::flush() {
+    while (state_ == State::running && unsent_index_ < in_flight_.size()) {
+        std::array<iovec, 64> iov{};
+        std::size_t count = 0;
+        for (std::size_t i = unsent_index_; i < in_flight_.size() && count < iov.size(); ++i, ++count) {
+            const std::string_view bytes = in_flight_[i].bytes.substr(i == unsent_index_ ? unsent_offset_ : 0);
+            iov[count].iov_base = const_cast<char*>(bytes.data());
+            iov[count].iov_len = bytes.size();
+        }
+        msghdr msg{};
+        msg.msg_iov = iov.data();
+        msg.msg_iovlen = count;
+        // MSG_NOSIGNAL: a server that vanished is an error to count, not a SIGPIPE to die of.
+        const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("send").message()));
+            return;
+        }
+        context_.result.bytes_sent += static_cast<std::uint64_t>(n);
+        auto left = static_cast<std::size_t>(n);
+        while (left > 0) {
+            const std::size_t rest = in_flight_[unsent_index_].bytes.size() - unsent_offset_;
+            const std::size_t step = std::min(rest, left);
+            unsent_offset_ += step;
+            left -= step;
+            if (unsent_offset_ == in_flight_[unsent_index_].bytes.size()) {
+                ++unsent_index_;
+                unsent_offset_ = 0;
+            }
+        }
+    }
+    update_interest();
+}
+
+void LoadClient::update_interest() {
+    if (state_ != State::running) {
+        return;
+    }
+    const Interest want = unsent_index_ < in_flight_.size() ? Interest::both : Interest::read;
+    if (auto changed = context_.loop.set_interest(fd_.get(), want); !changed) {
+        fail(Kind::closed, changed.error().message());
+    }
+}
+
+void LoadClient::on_writable() {
+    if (state_ == State::connecting) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+        }
+        if (err != 0) {
+            fail(Kind::connect, Error::from_errno("connect", err).message());
+            return;
+        }
+        connected();
+        return;
+    }
+    flush();
+}
+
+void LoadClient::on_readable() {
+    if (state_ == State::running) {
+        receive();
+    }
+}
+
+void LoadClient::receive() {
+    auto& buffer = context_.read_buffer;
+    for (int i = 0; i < reads_per_event && state_ == State::running; ++i) {
+        const ssize_t n = ::recv(fd_.get(), buffer.data(), buffer.size(), 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("recv").message()));
+            return;
+        }
+        if (n == 0) {
+            // testecho always closes first, so any EOF from the server is early.
+            fail(Kind::closed, fmt::format("offset {}: server closed the connection{}", data_offset_,
+                                           in_flight_.empty() ? "" : " with echoes outstanding"));
+            return;
+        }
+        const auto now = Clock::now();
+        context_.result.bytes_received += static_cast<std::uint64_t>(n);
+        const std::string_view got(buffer.data(), static_cast<std::size_t>(n));
+        if (role_ == Role::idle) {
+            fail(Kind::mismatch, fmt::format("offset 0: {} unexpected bytes on an idle connection", n));
+            return;
+        }
+        if (!stamp_) {
+            verify(got, now);
+            continue;
+        }
+        decoded_.clear();
+        const bool well_formed = stamp_->feed(got, decoded_);
+        verify(decoded_, now);
+        if (!well_formed && state_ == State::running) {
+            fail(Kind::mismatch, fmt::format("offset {}: {}", data_offset_, stamp_->error()));
+            return;
+        }
+    }
+    if (state_ == State::running) {
+        fill(Clock::now());
+        flush();
+        maybe_finish();
+    }
+}
+
+void LoadClient::verify(std::string_view data, Clock::time_point now) {
+    while (!data.empty() && state_ == State::running) {
+        // Bytes of the front message written so far and not yet echoed: nothing else may arrive.
+        const std::size_t written = in_flight_.empty() ? 0
+                                    : unsent_index_ > 0 ? in_flight_.front().bytes.size()
+                                                        : unsent_offset_;
+        const std::size_t expected = written - std::min(written, echoed_offset_);
+        if (expected == 0) {
+            fail(Kind::mismatch, fmt::format("offset {}: {} bytes arrived beyond what was sent", data_offset_,
+                                             data.size()));
+            return;
+        }
+        InFlight& front = in_flight_.front();
+        const std::size_t n = std::min(expected, data.size());
+        const std::string_view want = front.bytes.substr(echoed_offset_, n);
+        if (std::memcmp(want.data(), data.data(), n) != 0) {
+            std::size_t at = 0;
+            while (want[at] == data[at]) {
+                ++at;
+            }
+            fail(Kind::mismatch, fmt::format("offset {}: sent 0x{:02x}, received 0x{:02x}", data_offset_ + at,
+                                             static_cast<unsigned char>(want[at]),
+                                             static_cast<unsigned char>(data[at])));
+            return;
+        }
+        echoed_offset_ += n;
+        data_offset_ += n;
+        context_.result.payload_received += n;
+        data.remove_prefix(n);
+        last_progress_ = now;
+        if (echoed_offset_ == front.bytes.size()) {
+            context_.result.latency.record(to_ns(now - front.intended));
+            ++context_.result.messages;
+            in_flight_.pop_front();
+            --unsent_index_;
+            echoed_offset_ = 0;
+        }
+    }
+}
+
+void LoadClient::maybe_finish() {
+    if (state_ == State::running && role_ == Role::active && in_flight_.empty() &&
+        (stopping_ || queued_ >= quota_)) {
+        finish();
+    }
+}
+
+void LoadClient::stop_sending() {
+    if (state_ == State::waiting) {
+        state_ = State::finished;
+        context_.notify(*this, LoadContext::Event::finished);
+        return;
+    }
+    stopping_ = true;
+    if (rate_timer_) {
+        context_.loop.cancel_timer(*rate_timer_);
+        rate_timer_.reset();
+    }
+    if (state_ == State::running) {
+        // A half-written message must still be completed; entries not yet written are dropped.
+        const std::size_t keep = unsent_index_ + (unsent_offset_ > 0 ? 1 : 0);
+        while (in_flight_.size() > keep) {
+            in_flight_.pop_back();
+        }
+        update_interest();
+        maybe_finish();
+    }
+}
+
+void LoadClient::finish_idle() {
+    if (state_ == State::running) {
+        ++context_.result.idle_held;
+        finish();
+    } else if (state_ == State::waiting) {
+        state_ = State::finished;
+        context_.notify(*this, LoadContext::Event::finished);
+    }
+}
+
+void LoadClient::check_timeout(Clock::time_point now) {
+    const auto limit = context_.timeout;
+    if (state_ == State::connecting && now - connect_started_ > limit) {
+        fail(Kind::connect, fmt::format("connect: no answer within {:g} s",
+                                        std::chrono::duration<double>(limit).count()));
+    } else if (state_ == State::running && !in_flight_.empty() && now - last_progress_ > limit) {
+        fail(Kind::timeout, fmt::format("offset {}: no echo within {:g} s", data_offset_,
+                                        std::chrono::duration<double>(limit).count()));
+    }
+}
+
+void LoadClient::expire() {
+    if (state_ == State::running && !in_flight_.empty()) {
+        fail(Kind::timeout, fmt::format("offset {}: {} message(s) still unanswered when the run ended", data_offset_,
+                                        in_flight_.size()));
+    } else if (state_ == State::connecting) {
+        fail(Kind::connect, "connect: still pending when the run ended");
+    } else if (state_ != State::finished) {
+        stop_sending();
+    }
+}
+
+void LoadClient::fail(Kind kind, const std::string& what) {
+    ErrorCounts& errors = context_.result.errors;
+    switch (kind) {
+    case Kind::connect: ++errors.connect; break;
+    case Kind::mismatch: ++errors.mismatch; break;
+    case Kind::closed: ++errors.closed; break;
+    case Kind::timeout: ++errors.timeout; break;
+    }
+    static constexpr std::array<std::string_view, 4> kind_names = {"connect", "mismatch", "closed", "timeout"};
+    // "connect: connect: ..." would say the kind twice when the failed call names it already.
+    const std::string_view kind_name = kind_names[static_cast<std::size_t>(kind)];
+    const bool named = std::string_view(what).starts_with(kind_name) && what.size() > kind_name.size() &&
+                       what[kind_name.size()] == ':';
+    std::string line = fmt::format("conn {} ({}{}) {}{}", id_, target_.name, role_ == Role::idle ? ", idle" : "",
+                                   named ? "" : fmt::format("{}: ", kind_name), what);
+    if (context_.errors_logged < max_logged_errors) {
+        log::warn("{}", line);
+    } else if (context_.errors_logged == max_logged_errors) {
+        log::warn("more errors: counted, not shown");
+    }
+    ++context_.errors_logged;
+    context_.result.note_error(std::move(line));
+    if (state_ == State::connecting) {
+        context_.notify(*this, LoadContext::Event::connect_failed);
+    }
+    finish();
+}
+
+void LoadClient::finish() {
+    if (state_ == State::finished) {
+        return;
+    }
+    state_ = State::finished;
+    if (rate_timer_) {
+        context_.loop.cancel_timer(*rate_timer_);
+        rate_timer_.reset();
+    }
+    context_.loop.unwatch(fd_.get());
+    fd_.reset();
+    in_flight_.clear();
+    context_.notify(*this, LoadContext::Event::finished);
+}
+
+}  // namespace echoplex::testecho

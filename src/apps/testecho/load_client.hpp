@@ -1,0 +1,129 @@
+// LoadClient: one testecho connection as an IoHandler. It connects without blocking, keeps up
+// to --pipeline messages in flight (paced by --rate), reads the echoes back, checks every byte
+// against what it sent, and records per-message latency and the connect time into the run's
+// RunResult. Idle clients connect and then only watch for the server misbehaving.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "echoplex/io/event_loop.hpp"
+#include "echoplex/io/io_handler.hpp"
+#include "echoplex/io/unique_fd.hpp"
+#include "report.hpp"
+#include "settings.hpp"
+#include "stamp.hpp"
+
+namespace echoplex::testecho {
+
+class LoadClient;
+
+// A connect target, resolved once per run.
+struct Target {
+    sockaddr_storage address{};
+    socklen_t length = 0;
+    std::string name;  // "127.0.0.1:50007", for error reports
+};
+
+// What every client of one run shares. Owned by the run; outlives its clients.
+struct LoadContext {
+    enum class Event { connected, connect_failed, finished };
+
+    EventLoop& loop;
+    const LoadSettings& settings;
+    RunResult& result;
+    // The messages sent in turn; for a generated payload, one `size`-byte window per client
+    // is taken from `pattern` at an offset that depends on the client id, so data that crosses
+    // from one connection to another does not verify.
+    std::vector<std::string_view> messages;
+    std::string_view pattern;
+    Clock::duration timeout{};
+    // Every state change a run cares about; called from inside the client's callbacks.
+    std::function<void(LoadClient&, Event)> notify;
+    std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // one buffer for every client
+    std::size_t errors_logged = 0;
+};
+
+class LoadClient final : public IoHandler {
+public:
+    enum class Role { active, idle };
+    enum class State { waiting, connecting, running, finished };
+
+    // `quota`: messages to send before finishing (UINT64_MAX: until stop_sending()).
+    LoadClient(LoadContext& context, std::size_t id, Role role, const Target& target, std::uint64_t quota);
+    LoadClient(const LoadClient&) = delete;
+    LoadClient& operator=(const LoadClient&) = delete;
+    ~LoadClient();
+
+    // Starts the non-blocking connect. Failures are counted, reported and finish the client.
+    void start();
+    // No new messages from now on; the client finishes once its messages in flight are echoed.
+    // A client not yet started finishes at once, counting nothing.
+    void stop_sending();
+    // For idle clients at the end of the run: counts it as held if still open, then closes it.
+    void finish_idle();
+    // Connect or reply deadline check, called periodically by the run.
+    void check_timeout(Clock::time_point now);
+    // The drain deadline passed: messages still in flight count as one timeout error.
+    void expire();
+
+    std::size_t id() const noexcept { return id_; }
+    Role role() const noexcept { return role_; }
+    State state() const noexcept { return state_; }
+    bool finished() const noexcept { return state_ == State::finished; }
+
+    void on_readable() override;
+    void on_writable() override;
+
+private:
+    struct InFlight {
+        std::string_view bytes;
+        Clock::time_point intended;  // when it was (or, under --rate, should have been) sent
+    };
+    enum class Kind { connect, mismatch, closed, timeout };
+
+    void connected();
+    void fail(Kind kind, const std::string& what);
+    void finish();
+    void fill(Clock::time_point now);
+    void flush();
+    void receive();
+    void verify(std::string_view data, Clock::time_point now);
+    void update_interest();
+    void maybe_finish();
+    std::string_view message(std::uint64_t seq) const noexcept;
+
+    LoadContext& context_;
+    std::size_t id_;
+    Role role_;
+    const Target& target_;
+    std::uint64_t quota_;
+    State state_ = State::waiting;
+    UniqueFd fd_;
+
+    std::deque<InFlight> in_flight_;
+    std::size_t unsent_index_ = 0;   // first entry of in_flight_ not completely written
+    std::size_t unsent_offset_ = 0;  // bytes of that entry already written
+    std::size_t echoed_offset_ = 0;  // bytes of in_flight_.front() already echoed and verified
+    std::uint64_t queued_ = 0;       // messages put in flight so far
+    std::uint64_t data_offset_ = 0;  // verified data bytes: the offset reported on a mismatch
+    bool stopping_ = false;
+
+    Clock::time_point connect_started_{};
+    Clock::time_point rate_origin_{};
+    Clock::time_point last_progress_{};  // the last time an echo arrived or a wait began
+    std::optional<TimerId> rate_timer_;
+
+    std::optional<StampDecoder> stamp_;
+    std::string decoded_;
+};
+
+}  // namespace echoplex::testecho

@@ -1,0 +1,343 @@
+// run_load implementation.
+#include "load_run.hpp"
+
+#include <netdb.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "echoplex/io/log.hpp"
+
+namespace echoplex::testecho {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How often deadlines are checked; the progress callback runs every tick_per_progress ticks.
+constexpr auto tick = 250ms;
+constexpr int ticks_per_progress = 4;
+
+// Extra pattern bytes beyond --size: each client's window starts somewhere in this spread.
+constexpr std::size_t pattern_spread = 251;
+
+Clock::duration seconds(double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+// Bytes of every value in an order that repeats only after 2^64 (xorshift64), so a shifted or
+// repeated block of echoed data does not happen to match.
+std::string make_pattern(std::size_t size) {
+    std::string pattern(size, '\0');
+    std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (char& c : pattern) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c = static_cast<char>(x >> 56);
+    }
+    return pattern;
+}
+
+class LoadRun {
+public:
+    LoadRun(EventLoop& loop, const LoadSettings& settings, const std::vector<Target>& targets, const ProgressFn& progress)
+        : loop_(loop), settings_(settings), targets_(targets), progress_(progress),
+          context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}} {
+        if (settings.messages.empty()) {
+            pattern_ = make_pattern(settings.size + pattern_spread);
+            context_.pattern = pattern_;
+        }
+        for (const auto& m : settings.messages) {
+            context_.messages.push_back(m);
+        }
+        context_.notify = [this](LoadClient& c, LoadContext::Event e) { on_event(c, e); };
+        const std::size_t total = settings.total_connections;
+        for (std::size_t i = 0; i < settings.idle; ++i) {
+            // Idle ids follow every active id of every process.
+            const std::size_t id = total + settings.first_idle_id + i;
+            idle_.push_back(std::make_unique<LoadClient>(context_, id, LoadClient::Role::idle,
+                                                         targets[id % targets.size()], 0));
+        }
+        for (std::size_t i = 0; i < settings.connections; ++i) {
+            const std::size_t id = settings.first_id + i;
+            std::uint64_t quota = UINT64_MAX;
+            if (settings.requests) {
+                // redis-benchmark's -n is the total: share it out, the remainder to the first ids.
+                quota = *settings.requests / total + (id < *settings.requests % total ? 1 : 0);
+            }
+            active_.push_back(std::make_unique<LoadClient>(context_, id, LoadClient::Role::active,
+                                                           targets[id % targets.size()], quota));
+        }
+    }
+
+    Result<RunResult> run() {
+        if (settings_.interrupt_fd >= 0) {
+            if (auto watching = loop_.watch(settings_.interrupt_fd, interrupts_, Interest::read); !watching) {
+                return std::move(watching).error();
+            }
+        } else {
+            for (const int signo : {SIGINT, SIGTERM}) {
+                if (auto watching = loop_.on_signal(signo, [this](int) { interrupted(); }); !watching) {
+                    return std::move(watching).error();
+                }
+            }
+        }
+        schedule_tick();
+        if (idle_.empty()) {
+            begin_active();
+        } else {
+            pace(idle_, 0, Clock::now());
+        }
+        auto ran = loop_.run();
+        if (settings_.interrupt_fd >= 0) {
+            loop_.unwatch(settings_.interrupt_fd);
+        }
+        if (!ran) {
+            return std::move(ran).error();
+        }
+        if (tick_timer_) {
+            loop_.cancel_timer(*tick_timer_);
+        }
+        if (pace_timer_) {
+            loop_.cancel_timer(*pace_timer_);
+        }
+        if (stop_timer_) {
+            loop_.cancel_timer(*stop_timer_);
+        }
+        if (drain_timer_) {
+            loop_.cancel_timer(*drain_timer_);
+        }
+        return result_;
+    }
+
+private:
+    using Clients = std::vector<std::unique_ptr<LoadClient>>;
+
+    // A --procs child's control pipe: each byte is an interrupt relayed by the parent; EOF (the
+    // parent is gone) ends the run as two interrupts would.
+    class InterruptPipe final : public IoHandler {
+    public:
+        explicit InterruptPipe(LoadRun& run) : run_(run) {}
+        void on_readable() override {
+            char bytes[16];
+            const ssize_t n = ::read(run_.settings_.interrupt_fd, bytes, sizeof bytes);
+            if (n > 0) {
+                for (ssize_t i = 0; i < n; ++i) {
+                    run_.interrupted();
+                }
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                run_.loop_.unwatch(run_.settings_.interrupt_fd);
+                run_.interrupted();
+                run_.interrupted();
+            }
+        }
+        void on_writable() override {}
+
+    private:
+        LoadRun& run_;
+    };
+
+    // Starts clients[next..] as --connect-rate allows, re-arming itself for the rest.
+    void pace(Clients& clients, std::size_t next, Clock::time_point origin) {
+        pace_timer_.reset();
+        std::size_t until = clients.size();
+        if (settings_.connect_rate > 0) {
+            const double elapsed = std::chrono::duration<double>(Clock::now() - origin).count();
+            const auto allowed = static_cast<std::size_t>(elapsed * settings_.connect_rate) + 1;
+            until = std::min(until, std::max(allowed, next + 1));
+        }
+        Clients* const list = &clients;
+        const bool active = list == &active_;
+        for (; next < until; ++next) {
+            if (active && stopping_) {
+                return;
+            }
+            clients[next]->start();
+        }
+        if (next < clients.size() && !(active && stopping_)) {
+            const auto due = origin + seconds(static_cast<double>(next) / settings_.connect_rate);
+            pace_timer_ = loop_.add_timer_at(due, [this, list, next, origin] { pace(*list, next, origin); });
+        }
+    }
+
+    void begin_active() {
+        if (active_started_) {
+            return;
+        }
+        active_started_ = true;
+        start_ = Clock::now();
+        if (settings_.duration_s) {
+            stop_timer_ = loop_.add_timer_at(start_ + seconds(*settings_.duration_s), [this] {
+                stop_timer_.reset();
+                begin_stop();
+            });
+        }
+        if (active_.empty()) {
+            end_run();
+            return;
+        }
+        if (stopping_) {
+            // Interrupted while the idle connections were opening: nothing is sent.
+            for (auto& c : active_) {
+                c->stop_sending();
+            }
+            return;
+        }
+        pace(active_, 0, start_);
+    }
+
+    void begin_stop() {
+        if (stopping_) {
+            return;
+        }
+        stopping_ = true;
+        if (pace_timer_ && active_started_) {
+            loop_.cancel_timer(*pace_timer_);
+            pace_timer_.reset();
+        }
+        for (auto& c : active_) {
+            c->stop_sending();
+        }
+        if (!done_) {
+            drain_timer_ = loop_.add_timer(context_.timeout, [this] {
+                drain_timer_.reset();
+                for (auto& c : active_) {
+                    c->expire();
+                }
+            });
+        }
+    }
+
+    void interrupted() {
+        if (stopping_) {
+            // A second interrupt: stop waiting for echoes.
+            for (auto& c : active_) {
+                c->expire();
+            }
+            return;
+        }
+        if (!active_started_) {
+            // Still opening idle connections: give up on the rest and end the run.
+            if (pace_timer_) {
+                loop_.cancel_timer(*pace_timer_);
+                pace_timer_.reset();
+            }
+            stopping_ = true;
+            for (auto& c : idle_) {
+                if (c->state() == LoadClient::State::waiting || c->state() == LoadClient::State::connecting) {
+                    c->expire();
+                }
+            }
+            begin_active();
+            return;
+        }
+        begin_stop();
+    }
+
+    void on_event(LoadClient& client, LoadContext::Event event) {
+        if (client.role() == LoadClient::Role::idle) {
+            if (event != LoadContext::Event::finished && ++idle_resolved_ == idle_.size() && !active_started_) {
+                // Every idle connection is open (or failed): now the measured load begins.
+                loop_.defer([this] { begin_active(); });
+            }
+            return;
+        }
+        if (event == LoadContext::Event::finished && ++active_finished_ == active_.size()) {
+            end_run();
+        }
+    }
+
+    void end_run() {
+        if (done_) {
+            return;
+        }
+        done_ = true;
+        result_.duration_s = active_started_ ? std::chrono::duration<double>(Clock::now() - start_).count() : 0.0;
+        for (auto& c : idle_) {
+            c->finish_idle();
+        }
+        loop_.stop();
+    }
+
+    void schedule_tick() {
+        tick_timer_ = loop_.add_timer(tick, [this] {
+            const auto now = Clock::now();
+            for (auto& c : idle_) {
+                c->check_timeout(now);
+            }
+            for (auto& c : active_) {
+                c->check_timeout(now);
+            }
+            if (++ticks_ % ticks_per_progress == 0 && progress_ && active_started_ && !done_) {
+                progress_(result_, std::chrono::duration<double>(now - start_).count());
+            }
+            if (!done_) {
+                schedule_tick();
+            }
+        });
+    }
+
+    EventLoop& loop_;
+    const LoadSettings& settings_;
+    const std::vector<Target>& targets_;
+    const ProgressFn& progress_;
+    RunResult result_;
+    InterruptPipe interrupts_{*this};
+    LoadContext context_;
+    std::string pattern_;
+    Clients idle_;
+    Clients active_;
+    std::size_t idle_resolved_ = 0;
+    std::size_t active_finished_ = 0;
+    bool active_started_ = false;
+    bool stopping_ = false;
+    bool done_ = false;
+    int ticks_ = 0;
+    Clock::time_point start_{};
+    std::optional<TimerId> tick_timer_;
+    std::optional<TimerId> pace_timer_;
+    std::optional<TimerId> stop_timer_;
+    std::optional<TimerId> drain_timer_;
+};
+
+}  // namespace
+
+Result<std::vector<Target>> resolve_targets(const std::string& host, const std::vector<std::uint16_t>& ports) {
+    std::vector<Target> targets;
+    for (const auto port : ports) {
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_NUMERICSERV;
+        addrinfo* found = nullptr;
+        const std::string service = std::to_string(port);
+        const std::string shown = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                                                      : fmt::format("{}:{}", host, port);
+        if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+            return Error{"cannot resolve", make_error_code(errc::bad_argument), fmt::format("{}: {}", shown, ::gai_strerror(rc))};
+        }
+        Target t;
+        std::memcpy(&t.address, found->ai_addr, found->ai_addrlen);
+        t.length = found->ai_addrlen;
+        t.name = shown;
+        ::freeaddrinfo(found);
+        targets.push_back(std::move(t));
+    }
+    return targets;
+}
+
+Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, const ProgressFn& progress) {
+    auto targets = resolve_targets(settings.host, settings.ports);
+    if (!targets) {
+        return std::move(targets).error();
+    }
+    LoadRun run(loop, settings, *targets, progress);
+    return run.run();
+}
+
+}  // namespace echoplex::testecho

@@ -1,0 +1,29 @@
+// run_load: one process's share of a testecho run, driven by one EventLoop: the idle connections
+// first, then the active ones (paced by --connect-rate), the stop condition, the drain, and
+// timeouts.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "echoplex/io/error.hpp"
+#include "echoplex/io/event_loop.hpp"
+#include "load_client.hpp"
+#include "report.hpp"
+#include "settings.hpp"
+
+namespace echoplex::testecho {
+
+// Called about once a second with the result so far and the seconds since the load began.
+using ProgressFn = std::function<void(const RunResult& so_far, double elapsed_s)>;
+
+// Resolves `host` (a name or a numeric address) once per port; the first address found wins.
+[[nodiscard]] Result<std::vector<Target>> resolve_targets(const std::string& host, const std::vector<std::uint16_t>& ports);
+
+// Runs `settings` (connections first_id.. of total_connections) on `loop` until every connection
+// has finished. SIGINT/SIGTERM end the load early as the stop condition would. Fails only when
+// the targets cannot be resolved or the loop fails; every per-connection problem is in the result.
+[[nodiscard]] Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, const ProgressFn& progress);
+
+}  // namespace echoplex::testecho

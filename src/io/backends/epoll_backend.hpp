@@ -1,0 +1,32 @@
+// epoll(7) backend (Linux), level-triggered so that it keeps the same contract as select and poll.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include "echoplex/io/backend.hpp"
+#include "echoplex/io/unique_fd.hpp"
+
+namespace echoplex::detail {
+
+class EpollBackend final : public Backend {
+public:
+    // epoll_create1 can fail (EMFILE, ENOMEM), so construction goes through create().
+    static Result<std::unique_ptr<Backend>> create();
+
+    BackendKind kind() const noexcept override { return BackendKind::epoll; }
+    int fd_limit() const noexcept override;
+    Result<void> watch(int fd, Interest want) override;
+    void unwatch(int fd) noexcept override;
+    Result<std::span<const Readiness>> wait(std::optional<std::chrono::milliseconds> timeout) override;
+
+private:
+    explicit EpollBackend(UniqueFd epoll_fd);
+
+    // What the kernel's interest list holds for each fd; Interest::none means "not in it".
+    std::vector<Interest> registered_;
+    UniqueFd epoll_fd_;
+    std::vector<epoll_event> events_;
+    std::vector<Readiness> ready_;
+};
+
+}  // namespace echoplex::detail

@@ -1,0 +1,209 @@
+// EventLoop implementation.
+#include "echoplex/io/event_loop.hpp"
+
+#include <cassert>
+
+namespace echoplex {
+
+// Reads the self-pipe and hands each signal to the callbacks registered with on_signal.
+class EventLoop::SignalHandler final : public IoHandler {
+public:
+    explicit SignalHandler(EventLoop& loop) : loop_(loop) {}
+    void on_readable() override {
+        for (const int signo : loop_.signals_->take_pending()) {
+            if (auto it = loop_.signal_callbacks_.find(signo); it != loop_.signal_callbacks_.end()) {
+                it->second(signo);
+            }
+        }
+    }
+    void on_writable() override {}
+
+private:
+    EventLoop& loop_;
+};
+
+EventLoop::EventLoop(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {
+    assert(backend_ != nullptr);
+}
+
+EventLoop::~EventLoop() {
+    if (signals_) {
+        unwatch(signals_->fd());
+    }
+}
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(BackendKind kind) {
+    auto backend = make_backend(kind);
+    if (!backend) {
+        return std::move(backend).error();
+    }
+    return std::make_unique<EventLoop>(std::move(backend).value());
+}
+
+EventLoop::Slot* EventLoop::live_slot(int fd) noexcept {
+    if (fd < 0 || static_cast<std::size_t>(fd) >= slots_.size()) {
+        return nullptr;
+    }
+    Slot& slot = slots_[static_cast<std::size_t>(fd)];
+    if (slot.handler == nullptr || slot.watched_in_batch == batch_) {
+        return nullptr;
+    }
+    return &slot;
+}
+
+Result<void> EventLoop::watch(int fd, IoHandler& handler, Interest want) {
+    if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size()) {
+        const Slot& existing = slots_[static_cast<std::size_t>(fd)];
+        if (existing.handler == &handler) {
+            return set_interest(fd, want);
+        }
+        if (existing.handler != nullptr) {
+            return Error{"watch", make_error_code(errc::bad_argument), "(descriptor already watched)"};
+        }
+    }
+    if (auto added = backend_->watch(fd, want); !added) {
+        return added;
+    }
+    if (static_cast<std::size_t>(fd) >= slots_.size()) {
+        slots_.resize(static_cast<std::size_t>(fd) + 1);
+    }
+    slots_[static_cast<std::size_t>(fd)] = Slot{&handler, want, batch_};
+    return {};
+}
+
+Result<void> EventLoop::set_interest(int fd, Interest want) {
+    if (!watched(fd)) {
+        return Error{"set_interest", make_error_code(errc::bad_argument), "(descriptor not watched)"};
+    }
+    Slot& slot = slots_[static_cast<std::size_t>(fd)];
+    if (slot.interest == want) {
+        return {};
+    }
+    if (auto changed = backend_->watch(fd, want); !changed) {
+        return changed;
+    }
+    slot.interest = want;
+    return {};
+}
+
+Interest EventLoop::interest(int fd) const noexcept {
+    return watched(fd) ? slots_[static_cast<std::size_t>(fd)].interest : Interest::none;
+}
+
+bool EventLoop::watched(int fd) const noexcept {
+    return fd >= 0 && static_cast<std::size_t>(fd) < slots_.size() &&
+           slots_[static_cast<std::size_t>(fd)].handler != nullptr;
+}
+
+void EventLoop::unwatch(int fd) noexcept {
+    if (!watched(fd)) {
+        return;
+    }
+    backend_->unwatch(fd);
+    slots_[static_cast<std::size_t>(fd)] = Slot{};
+}
+
+TimerId EventLoop::add_timer(Clock::duration delay, std::function<void()> callback) {
+    return timers_.add(Clock::now() + delay, std::move(callback));
+}
+
+TimerId EventLoop::add_timer_at(Clock::time_point deadline, std::function<void()> callback) {
+    return timers_.add(deadline, std::move(callback));
+}
+
+bool EventLoop::cancel_timer(TimerId id) { return timers_.cancel(id); }
+
+Result<void> EventLoop::on_signal(int signo, std::function<void(int)> callback) {
+    if (!signals_) {
+        auto created = SignalWatcher::create();
+        if (!created) {
+            return std::move(created).error();
+        }
+        signals_ = std::move(created).value();
+        signal_handler_ = std::make_unique<SignalHandler>(*this);
+        if (auto watching = watch(signals_->fd(), *signal_handler_, Interest::read); !watching) {
+            signals_.reset();
+            return watching;
+        }
+    }
+    if (auto added = signals_->add(signo); !added) {
+        return added;
+    }
+    signal_callbacks_[signo] = std::move(callback);
+    return {};
+}
+
+void EventLoop::defer(std::function<void()> work) { deferred_.push_back(std::move(work)); }
+
+std::optional<std::chrono::milliseconds> EventLoop::wait_bound(std::optional<std::chrono::milliseconds> max_wait) {
+    if (!deferred_.empty()) {
+        return std::chrono::milliseconds(0);
+    }
+    std::optional<std::chrono::milliseconds> bound = max_wait;
+    if (const auto deadline = timers_.next_deadline()) {
+        // Rounded up: a sub-millisecond remainder rounded down to 0 would spin until it passes.
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+        const auto until_timer = std::max(left, std::chrono::milliseconds(0));
+        bound = bound ? std::min(*bound, until_timer) : until_timer;
+    }
+    return bound;
+}
+
+std::size_t EventLoop::dispatch(std::span<const Readiness> ready) {
+    std::size_t calls = 0;
+    for (const Readiness& event : ready) {
+        // Slots are looked up again before each callback: an earlier callback may have unwatched,
+        // closed or re-watched this descriptor, or grown slots_ (moving every Slot).
+        Slot* slot = live_slot(event.fd);
+        if (slot == nullptr) {
+            continue;
+        }
+        IoHandler* const handler = slot->handler;
+        if (event.readable && wants_read(slot->interest)) {
+            handler->on_readable();
+            ++calls;
+            slot = live_slot(event.fd);
+        }
+        if (slot != nullptr && slot->handler == handler && event.writable && wants_write(slot->interest)) {
+            handler->on_writable();
+            ++calls;
+        }
+    }
+    return calls;
+}
+
+std::size_t EventLoop::run_deferred() {
+    // Work deferred by deferred work runs in the next iteration, so this is bounded.
+    std::vector<std::function<void()>> work;
+    work.swap(deferred_);
+    for (auto& item : work) {
+        item();
+    }
+    return work.size();
+}
+
+Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds> max_wait) {
+    auto ready = backend_->wait(wait_bound(max_wait));
+    if (!ready) {
+        return std::move(ready).error();
+    }
+    ++batch_;
+    now_ = Clock::now();
+    std::size_t calls = dispatch(*ready);
+    calls += timers_.run_due(now_);
+    calls += run_deferred();
+    return calls;
+}
+
+Result<void> EventLoop::run() {
+    while (!stop_requested_) {
+        if (auto step = run_once(); !step) {
+            stop_requested_ = false;
+            return std::move(step).error();
+        }
+    }
+    stop_requested_ = false;
+    return {};
+}
+
+}  // namespace echoplex

@@ -1,0 +1,111 @@
+// The server's command line through the shared parser: values, units, errors and defaults.
+#include "server_config.hpp"
+
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "support/doctest.hpp"
+
+namespace echoplex {
+namespace {
+
+// argv from words; the strings live as long as the object.
+struct Argv {
+    explicit Argv(std::vector<std::string> words) : words_(std::move(words)) {
+        for (auto& w : words_) ptrs_.push_back(w.data());
+        ptrs_.push_back(nullptr);
+    }
+    int argc() const { return static_cast<int>(words_.size()); }
+    char** argv() { return ptrs_.data(); }
+
+private:
+    std::vector<std::string> words_;
+    std::vector<char*> ptrs_;
+};
+
+ServerArgs parse(std::vector<std::string> words) {
+    words.insert(words.begin(), "echoplex");
+    Argv a(std::move(words));
+    return parse_server_args(a.argc(), a.argv());
+}
+
+std::string usage_error(std::vector<std::string> words) {
+    try {
+        parse(std::move(words));
+    } catch (const cli::UsageError& e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+TEST_CASE("defaults are the book's two ports on loopback, raw echo, the best backend") {
+    const ServerConfig c = parse({}).config;
+    CHECK(c.ports == std::vector<std::uint16_t>{50007, 50008});
+    CHECK(c.host == "127.0.0.1");
+    CHECK(c.reply == ReplyMode::echo);
+    CHECK(c.backend == available_backends().front());
+    CHECK(c.low_watermark < c.high_watermark);
+}
+
+TEST_CASE("ports repeat and take comma lists; given ports replace the defaults") {
+    CHECK(parse({"--port", "0", "-p", "7,8", "--port=9"}).config.ports == std::vector<std::uint16_t>{0, 7, 8, 9});
+    CHECK(parse({"-p9"}).config.ports == std::vector<std::uint16_t>{9});
+}
+
+TEST_CASE("every backend name is accepted and an unknown one lists the valid ones") {
+    for (const BackendKind kind : available_backends()) {
+        CHECK(parse({"--backend=" + std::string(backend_name(kind))}).config.backend == kind);
+    }
+    CHECK(usage_error({"--backend=kqueue"}).find("'kqueue' is not one of epoll") != std::string::npos);
+}
+
+TEST_CASE("sizes and durations take units") {
+    const ServerConfig c = parse({"--high-watermark=1m", "--low-watermark", "64k", "--idle-timeout=250ms",
+                                  "--drain-timeout=1.5s", "--reply=stamp", "-c", "3", "-vv"})
+                               .config;
+    CHECK(c.high_watermark == 1024 * 1024);
+    CHECK(c.low_watermark == 64 * 1024);
+    CHECK(c.idle_timeout_s == doctest::Approx(0.25));
+    CHECK(c.drain_timeout_s == doctest::Approx(1.5));
+    CHECK(c.reply == ReplyMode::stamp);
+    CHECK(c.max_connections == 3);
+    CHECK(c.log_level == log::Level::debug);
+    CHECK(cli::parse_seconds("-d", "2m") == doctest::Approx(120));
+    CHECK(cli::parse_bytes("-s", "512") == 512);
+}
+
+TEST_CASE("bad input is one line naming the option and the value") {
+    CHECK(usage_error({"--bogus"}) == "unknown option '--bogus'");
+    CHECK(usage_error({"-x"}) == "unknown option '-x'");
+    CHECK(usage_error({"--port=70000"}) == "--port: 70000 is out of range (0..65535)");
+    CHECK(usage_error({"--port=http"}) == "--port: 'http' is not a whole number");
+    CHECK(usage_error({"--port"}) == "--port needs a value");
+    CHECK(usage_error({"--port=1,,2"}) == "--port: empty item in list");
+    CHECK(usage_error({"--idle-timeout=5 parsecs"}).find("unknown time unit") != std::string::npos);
+    CHECK(usage_error({"--high-watermark=1k", "--low-watermark=2k"}).find("must not exceed") != std::string::npos);
+    CHECK(usage_error({"--help=yes"}) == "--help takes no value");
+    CHECK(usage_error({"stray"}) == "unexpected argument 'stray'");
+}
+
+TEST_CASE("help and version are actions, not errors") {
+    const ServerArgs help = parse({"--help"});
+    CHECK(help.action == ServerArgs::Action::help);
+    CHECK(help.text.starts_with("Usage: echoplex"));
+    for (const char* flag : {"--backend", "--port", "--host", "--reply", "--max-connections", "--high-watermark",
+                             "--low-watermark", "--idle-timeout", "--drain-timeout", "--version"}) {
+        CHECK_MESSAGE(help.text.find(flag) != std::string::npos, flag);
+    }
+    const ServerArgs version = parse({"-V"});
+    CHECK(version.action == ServerArgs::Action::version);
+    CHECK(version.text.starts_with("echoplex "));
+}
+
+TEST_CASE("run_main turns a usage error into exit 2 and any other failure into exit 1") {
+    CHECK(cli::run_main("t", [] { return 0; }) == 0);
+    CHECK(cli::run_main("t", []() -> int { throw cli::UsageError("nope"); }) == 2);
+    CHECK(cli::run_main("t", []() -> int { throw std::runtime_error("boom"); }) == 1);
+}
+
+}  // namespace
+}  // namespace echoplex
