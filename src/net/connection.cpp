@@ -1,236 +1,343 @@
-// Connection implementation: the read path, the write path and backpressure.
+// Connection implementation: the state machine, the read path, the write path and backpressure.
 #include "echoplex/net/connection.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <array>
-#include <climits>
-#include <ctime>
-
-#include "echoplex/io/log.hpp"
+#include <cassert>
 
 namespace echoplex {
+namespace {
 
-Connection::Connection(EventLoop& loop, UniqueFd socket, std::string peer, const ConnectionLimits& limits,
-                       BlockPool& pool, ServerStats& stats, ConnectionOwner& owner, SocketIo& io)
+// A chunk at least this long moves to the output with its block; a shorter one is copied into
+// the output's tail. Moving short chunks would pin a 16 KiB block for each: a client sending a
+// byte per readiness event would make a paused connection hold 16 KiB per queued byte (4 GiB
+// at the default high watermark). With the copy, every block but the first, the last and one
+// short block after a full one is at least half full: memory stays within about twice the
+// queued bytes.
+constexpr std::size_t move_threshold = BlockPool::block_size / 2;
+
+}  // namespace
+
+std::string_view state_name(ConnectionState state) noexcept {
+    switch (state) {
+        case ConnectionState::open: return "open";
+        case ConnectionState::paused: return "paused";
+        case ConnectionState::peer_closed: return "peer_closed";
+        case ConnectionState::finishing: return "finishing";
+        case ConnectionState::lingering: return "lingering";
+        case ConnectionState::closing: return "closing";
+        case ConnectionState::closed: return "closed";
+    }
+    return "?";
+}
+
+Connection::Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::string peer,
+                       std::unique_ptr<Protocol> protocol, const ConnectionLimits& limits, BlockPool& pool,
+                       ServerStats& stats, ConnectionOwner& owner)
     : loop_(loop),
-      socket_(std::move(socket)),
+      stream_(std::move(stream)),
       peer_(std::move(peer)),
+      protocol_(std::move(protocol)),
       limits_(limits),
       stats_(stats),
       owner_(owner),
-      io_(io),
       input_(pool),
       output_(pool),
-      last_activity_(loop.now()) {}
+      last_activity_(loop.now()) {
+    assert(stream_ && protocol_);
+}
 
-Result<void> Connection::start() { return loop_.watch(fd(), *this, Interest::read); }
+Connection::~Connection() {
+    if (linger_timer_) {
+        loop_.cancel_timer(*linger_timer_);
+    }
+    if (opened_) {
+        protocol_->on_close();  // a protocol may hold this Session: it must hear the end
+    }
+}
+
+Result<void> Connection::start() {
+    if (auto started = stream_->open(*this); !started) {
+        return started;
+    }
+    opened_ = true;
+    in_callback_ = true;
+    protocol_->on_open(*this);
+    in_callback_ = false;
+    // Anything the greeting did is written at the end of the iteration, once the owner holds
+    // this connection: a failure then closes it through the owner like any other.
+    if (!output_.empty() || close_pending_ || want_space_ || state_ != ConnectionState::open) {
+        settle_later();
+    }
+    return {};
+}
+
+// ---- events ----
 
 void Connection::on_readable() {
-    if (lingering_) {
+    in_callback_ = true;
+    if (state_ == ConnectionState::lingering) {
         discard_input();
-        return;
+    } else {
+        read_input();
     }
-    if (!read_some()) {
-        return;
-    }
-    // Write at once: only what the kernel does not take stays queued (and arms write interest).
-    if (!output_.empty() && !flush()) {
-        return;
-    }
-    update_interest();
+    in_callback_ = false;
+    settle();
 }
 
 void Connection::on_writable() {
-    if (flush()) {
-        update_interest();
+    in_callback_ = true;
+    if (flush() && want_space_ && (state_ == ConnectionState::open || state_ == ConnectionState::paused) &&
+        output_.size() <= limits_.low_watermark) {
+        protocol_->on_output_space(*this);  // written on the next writable event
     }
+    in_callback_ = false;
+    settle(false);  // one write budget per event: this one is spent
 }
 
-bool Connection::read_some() {
+void Connection::on_closed() {
+    input_.clear();
+    output_.clear();
+    state_ = ConnectionState::closed;
+    owner_.connection_closed(*this, close_reason_);  // while fd() still names this connection
+}
+
+// ---- reading ----
+
+void Connection::read_input() {
     std::size_t budget = limits_.read_budget;
-    while (budget > 0 && output_.size() < limits_.high_watermark) {
-        // One scatter read of up to the whole budget once the client is streaming (the last
-        // read filled all it was offered): a large message costs a quarter of the system calls
-        // of block-sized reads. Otherwise one block, so a small message takes one from the pool.
-        std::array<iovec, max_read_blocks> space{};
-        const std::size_t count = input_.prepare(space.data(), wide_reads_ ? space.size() : 1, budget);
-        std::size_t want = 0;
-        for (std::size_t i = 0; i < count; ++i) {
-            want += space[i].iov_len;
-        }
-        const ssize_t n = io_.readv(fd(), space.data(), static_cast<int>(count));
-        wide_reads_ = n > 0 && static_cast<std::size_t>(n) == want;
-        if (n > 0) {
-            input_.commit(static_cast<std::size_t>(n));
-            stats_.bytes_in += static_cast<std::uint64_t>(n);
-            budget -= static_cast<std::size_t>(n);
+    while (budget > 0 && reading() && output_.size() < limits_.high_watermark) {
+        const IoResult got = stream_->read(input_, budget);
+        if (got.bytes > 0) {
+            stats_.bytes_in += got.bytes;
+            budget -= std::min(budget, got.bytes);
             last_activity_ = loop_.now();
-            answer_chunk();
-            if (static_cast<std::size_t>(n) < want) {
-                break;  // short read: the socket is drained; level-triggering reports any more
-            }
-            continue;
-        }
-        input_.release_unused_tail();
-        if (n == 0) {
-            peer_done_ = true;
-            break;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            break;
-        }
-        close(errno == ECONNRESET ? "reset by peer" : Error::from_errno("readv").message());
-        return false;
-    }
-    input_.release_unused_tail();
-    return true;
-}
-
-namespace {
-// A chunk read at least this long moves to the write queue with its block; a shorter one is
-// copied into the queue's tail. Moving short chunks would pin a 16 KiB block for each: a client
-// sending a byte per readiness event would make a paused connection hold 16 KiB per queued byte
-// (4 GiB at the default high watermark). With the copy, every block but the first, the last and
-// one short block after a full one is at least half full: memory stays within about twice the
-// queued bytes.
-constexpr std::size_t move_threshold = BlockPool::block_size / 2;
-}  // namespace
-
-void Connection::queue_input() {
-    if (input_.size() >= move_threshold) {
-        output_.splice_from(input_);  // moves the blocks: no copy
-        return;
-    }
-    while (!input_.empty()) {
-        iovec piece{};
-        input_.peek(&piece, 1, input_.size());
-        output_.append({static_cast<const char*>(piece.iov_base), piece.iov_len});
-        input_.consume(piece.iov_len);
-    }
-}
-
-void Connection::answer_chunk() {
-    if (limits_.reply == ReplyMode::echo) {
-        queue_input();
-        return;
-    }
-    // The book's reply: one "Echo=>DATA at TIME" per chunk read, TIME as time.ctime() prints it.
-    const std::time_t now = std::time(nullptr);
-    std::tm local{};
-    ::localtime_r(&now, &local);
-    std::array<char, 32> stamp{};
-    const std::size_t len = std::strftime(stamp.data(), stamp.size(), " at %a %b %e %H:%M:%S %Y", &local);
-    output_.append("Echo=>");
-    queue_input();
-    output_.append(std::string_view(stamp.data(), len));
-}
-
-bool Connection::flush() {
-    std::size_t budget = limits_.write_budget;
-    while (!output_.empty() && budget > 0) {
-        std::array<iovec, 64> iov;  // not zeroed: peek fills the `count` entries sendmsg reads
-        const std::size_t count = output_.peek(iov.data(), iov.size(), budget);
-        msghdr msg{};
-        msg.msg_iov = iov.data();
-        msg.msg_iovlen = count;
-        // sendmsg rather than writev for MSG_NOSIGNAL: a vanished client must never raise SIGPIPE.
-        const ssize_t n = io_.sendmsg(fd(), &msg, MSG_NOSIGNAL);
-        if (n > 0) {
-            output_.consume(static_cast<std::size_t>(n));
-            stats_.bytes_out += static_cast<std::uint64_t>(n);
-            budget -= std::min(budget, static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;
-        }
-        close(errno == EPIPE || errno == ECONNRESET ? "peer went away" : Error::from_errno("sendmsg").message());
-        return false;
-    }
-    return true;
-}
-
-void Connection::update_interest() {
-    if ((peer_done_ || draining_) && output_.empty()) {
-        // Everything owed is delivered: send FIN. If the client has finished too, close now.
-        // Otherwise linger: closing with unread input makes the kernel send RST, which can
-        // destroy our last bytes in the client's receive queue. So read and discard until the
-        // client's EOF (the server's drain deadline bounds the wait).
-        io_.shutdown(fd(), SHUT_WR);
-        if (peer_done_) {
-            close(draining_ ? "drained" : "client closed");
-        } else if (!lingering_) {
-            lingering_ = true;
-            if (auto changed = loop_.set_interest(fd(), Interest::read); !changed) {
-                close(changed.error().message());
+            protocol_->on_input(*this, input_);
+            if (input_.size() > limits_.input_limit) {
+                close_now("input limit: a frame longer than the connection may hold");
+                return;
             }
         }
-        return;
-    }
-    if (!paused_ && output_.size() >= limits_.high_watermark) {
-        paused_ = true;
-        ++stats_.paused;
-    } else if (paused_ && output_.size() <= limits_.low_watermark) {
-        paused_ = false;
-    }
-    const bool read = !paused_ && !peer_done_ && !draining_;
-    const Interest want = (read ? Interest::read : Interest::none) | (output_.empty() ? Interest::none : Interest::write);
-    if (auto changed = loop_.set_interest(fd(), want); !changed) {
-        close(changed.error().message());
+        switch (got.status) {
+            case IoStatus::ok:
+                continue;
+            case IoStatus::would_block:
+                return;  // level-triggered: any more is reported again
+            case IoStatus::end:
+                state_ = ConnectionState::peer_closed;
+                protocol_->on_input_end(*this, input_);
+                input_.clear();
+                return;
+            case IoStatus::reset:
+                close_now("reset by peer");
+                return;
+            case IoStatus::failed:
+                close_now(Error::from_errno("readv", got.error).message());
+                return;
+        }
     }
 }
 
 void Connection::discard_input() {
-    std::array<char, 16384> sink;
-    for (std::size_t budget = limits_.read_budget; budget > 0;) {
-        const ssize_t n = io_.recv(fd(), sink.data(), sink.size());
-        if (n > 0) {
-            budget -= std::min(budget, static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return;
-        }
-        close("drained");  // EOF (or the client's reset): nothing more is owed either way
-        return;
+    const IoResult got = stream_->discard(limits_.read_budget);
+    if (got.status != IoStatus::ok && got.status != IoStatus::would_block) {
+        close_now(finish_reason_);  // EOF (or the client's reset): nothing more is owed either way
     }
 }
 
-void Connection::drain() {
+// ---- writing ----
+
+bool Connection::flush() {
+    if (output_.empty()) {
+        return true;
+    }
+    const IoResult sent = stream_->write(output_, limits_.write_budget);
+    stats_.bytes_out += sent.bytes;
+    if (sent.status == IoStatus::reset) {
+        close_now("peer went away");
+        return false;
+    }
+    if (sent.status == IoStatus::failed) {
+        close_now(Error::from_errno("sendmsg", sent.error).message());
+        return false;
+    }
+    return true;
+}
+
+void Connection::settle(bool write) {
     if (closed()) {
         return;
     }
-    draining_ = true;
-    input_.clear();
+    if (close_pending_) {
+        close_now(std::string(close_reason_));
+        return;
+    }
+    if (write && !flush()) {
+        return;
+    }
+    if (output_.size() > limits_.output_limit) {
+        close_now("output limit: the client does not read what it is sent");
+        return;
+    }
     update_interest();
 }
 
-void Connection::close(std::string_view reason) {
+void Connection::settle_later() {
+    if (settle_pending_ || closed()) {
+        return;
+    }
+    settle_pending_ = true;
+    if (!self_) {
+        self_ = std::make_shared<Connection*>(this);
+    }
+    // The connection may be closed and freed before the deferred work runs: the weak handle
+    // expires with it.
+    loop_.defer([weak = std::weak_ptr<Connection*>(self_)] {
+        if (const auto self = weak.lock()) {
+            (*self)->settle_pending_ = false;
+            (*self)->settle();
+        }
+    });
+}
+
+void Connection::update_interest() {
+    if ((state_ == ConnectionState::peer_closed || state_ == ConnectionState::finishing) && output_.empty()) {
+        on_output_delivered();
+        return;
+    }
+    if (state_ == ConnectionState::open && output_.size() >= limits_.high_watermark) {
+        state_ = ConnectionState::paused;
+        ++stats_.paused;
+    } else if (state_ == ConnectionState::paused && output_.size() <= limits_.low_watermark) {
+        state_ = ConnectionState::open;
+    }
+    const bool producing = want_space_ && (state_ == ConnectionState::open || state_ == ConnectionState::paused);
+    const bool read = reading() || state_ == ConnectionState::lingering;
+    const bool write = !output_.empty() || producing;
+    const Interest want = (read ? Interest::read : Interest::none) | (write ? Interest::write : Interest::none);
+    if (auto changed = stream_->set_interest(want); !changed) {
+        close_now(changed.error().message());
+    }
+}
+
+void Connection::on_output_delivered() {
+    // Everything owed is delivered: send FIN. If the client has finished too, close now.
+    // Otherwise linger: closing with unread input makes the kernel send RST, which can destroy
+    // our last bytes in the client's receive queue. So read and discard until the client's EOF,
+    // for at most the linger timeout.
+    stream_->shutdown_write();
+    if (state_ == ConnectionState::peer_closed) {
+        close_now("client closed");
+        return;
+    }
+    state_ = ConnectionState::lingering;
+    input_.clear();
+    linger_timer_ = loop_.add_timer(limits_.linger_timeout, [this] {
+        linger_timer_.reset();
+        close_now("linger timeout");
+    });
+    if (auto changed = stream_->set_interest(Interest::read); !changed) {
+        close_now(changed.error().message());
+    }
+}
+
+// ---- the Session the protocol sees ----
+
+void Connection::send(std::string_view bytes) {
     if (closed()) {
         return;
     }
-    loop_.unwatch(fd());
-    input_.clear();
-    output_.clear();
-    owner_.connection_closed(*this, reason);  // while fd() still names this connection
-    socket_.reset();
+    output_.append(bytes);
+    if (!in_callback_) {
+        settle_later();
+    }
 }
 
-Connection::~Connection() {
-    if (!closed()) {
-        loop_.unwatch(fd());
+void Connection::send(ByteQueue& bytes) {
+    if (closed()) {
+        bytes.clear();
+        return;
     }
+    if (bytes.size() >= move_threshold) {
+        output_.splice_from(bytes);  // moves the blocks: no copy
+    } else {
+        while (!bytes.empty()) {
+            iovec piece{};
+            bytes.peek(&piece, 1, bytes.size());
+            output_.append({static_cast<const char*>(piece.iov_base), piece.iov_len});
+            bytes.consume(piece.iov_len);
+        }
+    }
+    if (!in_callback_) {
+        settle_later();
+    }
+}
+
+bool Connection::output_full() const noexcept {
+    return state_ == ConnectionState::paused || output_.size() >= limits_.high_watermark;
+}
+
+void Connection::want_output_space(bool on) {
+    want_space_ = on;
+    if (!in_callback_) {
+        settle_later();
+    }
+}
+
+void Connection::hold_input(bool on) {
+    input_held_ = on;
+    if (!in_callback_) {
+        settle_later();
+    }
+}
+
+void Connection::finish() {
+    if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
+        state_ = ConnectionState::finishing;
+        finish_reason_ = "finished";
+    }
+    if (!in_callback_) {
+        settle_later();
+    }
+}
+
+void Connection::close(std::string_view reason) {
+    if (closed() || close_pending_) {
+        return;
+    }
+    close_pending_ = true;
+    close_reason_ = reason;
+    if (!in_callback_) {
+        settle_later();
+    }
+}
+
+// ---- the owner's controls ----
+
+void Connection::drain() {
+    if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
+        state_ = ConnectionState::finishing;
+        finish_reason_ = "drained";
+        input_.clear();
+    }
+    settle();
+}
+
+void Connection::close_now(std::string_view reason) {
+    if (closed()) {
+        return;
+    }
+    std::string why(reason);  // `reason` may view close_reason_ or finish_reason_
+    state_ = ConnectionState::closing;
+    if (linger_timer_) {
+        loop_.cancel_timer(*linger_timer_);
+        linger_timer_.reset();
+    }
+    if (opened_) {
+        opened_ = false;
+        protocol_->on_close();
+    }
+    close_reason_ = std::move(why);
+    // Cancels what is in flight; on_closed() follows once nothing is (at once over readiness).
+    stream_->close();
 }
 
 }  // namespace echoplex

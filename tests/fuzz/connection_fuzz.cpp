@@ -31,8 +31,17 @@
 #include <vector>
 
 #include "echoplex/net/connection.hpp"
+#include "echoplex/net/reactor_stream.hpp"
+#include "echoplex/services/echo.hpp"
+#include "echoplex/services/stamp.hpp"
 
 namespace echoplex::fuzz {
+
+// The connection's limits plus which protocol answers: echo, or the book's stamped reply.
+enum class ReplyMode { echo, stamp };
+struct FuzzLimits : ConnectionLimits {
+    ReplyMode reply = ReplyMode::echo;
+};
 namespace {
 
 // ECHOPLEX_FUZZ_TRACE=1 prints every step and every scripted answer (to read a crash's input).
@@ -200,7 +209,7 @@ public:
     // The last fatal answer given: a reset or another error, on a read or a send.
     enum class Failure : std::uint8_t { none, recv_reset, recv_error, send_failed, send_error };
 
-    ScriptedSocket(Input& input, const ConnectionLimits& limits, std::uint8_t seed)
+    ScriptedSocket(Input& input, const FuzzLimits& limits, std::uint8_t seed)
         : input_(input), limits_(limits), stream_(seed), reply_(stream_) {}
 
     int fd = -1;
@@ -364,7 +373,7 @@ private:
     }
 
     Input& input_;
-    const ConnectionLimits& limits_;
+    const FuzzLimits& limits_;
     ClientStream stream_;
     std::uint64_t offset_ = 0;  // bytes delivered so far, owed or discarded
     Reply reply_;
@@ -417,7 +426,7 @@ struct Before {
 
 struct Harness {
     Input& input;
-    ConnectionLimits limits;
+    FuzzLimits limits;
     std::unique_ptr<EventLoop> loop;
     UniqueFd client;  // the real peer: keeps the watched descriptor readable and writable
     BlockPool pool;
@@ -426,14 +435,21 @@ struct Harness {
     Owner owner;
     std::unique_ptr<Connection> connection;
 
-    Harness(Input& in, const ConnectionLimits& l, BackendKind backend, std::uint8_t seed)
+    Harness(Input& in, const FuzzLimits& l, BackendKind backend, std::uint8_t seed)
         : input(in), limits(l), loop(make_loop(backend)), socket(in, limits, seed), owner(*loop, socket) {
         int pair[2];
         check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) == 0, "socketpair");
         client.reset(pair[1]);
         check(::send(pair[1], "x", 1, MSG_NOSIGNAL) == 1, "a byte for the loop to see");
         socket.fd = pair[0];
-        connection = std::make_unique<Connection>(*loop, UniqueFd(pair[0]), "fuzz", limits, pool, stats, owner, socket);
+        std::unique_ptr<Protocol> protocol;
+        if (limits.reply == ReplyMode::stamp) {
+            protocol = std::make_unique<services::Stamp>();
+        } else {
+            protocol = std::make_unique<services::Echo>();
+        }
+        connection = std::make_unique<Connection>(*loop, std::make_unique<ReactorStream>(*loop, UniqueFd(pair[0]), socket),
+                                                  "fuzz", std::move(protocol), limits, pool, stats, owner);
         check(connection->start().has_value(), "the connection starts");
     }
     Harness(const Harness&) = delete;
@@ -529,7 +545,7 @@ struct Harness {
         default:
             if (input.byte() < 16) {
                 owner.closing = true;
-                connection->close("fuzz");
+                connection->close_now("fuzz");
             }
             break;
         }
@@ -563,7 +579,7 @@ struct Harness {
         }
         // Closing again is harmless.
         connection->drain();
-        connection->close("again");
+        connection->close_now("again");
         check(owner.closes == 1, "drain and close after a close do nothing");
     }
 };
@@ -571,7 +587,7 @@ struct Harness {
 void run(Input& input) {
     const std::uint8_t flags = input.byte();
     const std::uint8_t seed = input.byte();
-    ConnectionLimits limits;
+    FuzzLimits limits;
     limits.reply = (flags & 1U) != 0 ? ReplyMode::stamp : ReplyMode::echo;
     limits.high_watermark = std::size_t{input.u16()} + 1;
     limits.low_watermark = input.u16() % limits.high_watermark;

@@ -8,6 +8,9 @@
 #include <random>
 #include <string>
 
+#include "echoplex/net/reactor_stream.hpp"
+#include "echoplex/services/echo.hpp"
+#include "echoplex/services/stamp.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 
@@ -39,11 +42,13 @@ struct Fixture {
     Owner owner;
     std::unique_ptr<Connection> conn;
 
-    explicit Fixture(ConnectionLimits l = {}) : limits(l) {
+    explicit Fixture(ConnectionLimits l = {}, std::unique_ptr<Protocol> protocol = std::make_unique<services::Echo>())
+        : limits(l) {
         auto created = EventLoop::create(backend_under_test());
         REQUIRE(created.has_value());
         loop = std::move(created).value();
-        conn = std::make_unique<Connection>(*loop, std::move(pair.b), "peer", limits, pool, stats, owner);
+        conn = std::make_unique<Connection>(*loop, std::make_unique<ReactorStream>(*loop, std::move(pair.b)), "peer",
+                                            std::move(protocol), limits, pool, stats, owner);
         REQUIRE(conn->start());
     }
     int client() const { return pair.a.get(); }
@@ -59,14 +64,6 @@ std::unique_ptr<Fixture> small_buffer_fixture(std::size_t high, std::size_t low)
     const int small = 4096;
     REQUIRE(::setsockopt(f->server_fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
     return f;
-}
-
-// Sends the next piece of `data` if the socket takes it.
-void send_some(int fd, const std::string& data, std::size_t& sent) {
-    if (sent < data.size()) {
-        const ssize_t n = ::send(fd, data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
-        if (n > 0) sent += static_cast<std::size_t>(n);
-    }
 }
 
 // Writes `data` from the client while reading the echo, stepping the server loop; returns
@@ -132,8 +129,7 @@ TEST_CASE("half-close: everything sent before EOF is echoed, then the server clo
     std::string back;
     CHECK(run_until(*f.loop, [&] {
         if (sent < data.size()) {
-            const ssize_t n = ::send(f.client(), data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-            if (n > 0) sent += static_cast<std::size_t>(n);
+            send_some(f.client(), data, sent);
         } else if (!shut) {
             REQUIRE(::shutdown(f.client(), SHUT_WR) == 0);
             shut = true;
@@ -191,10 +187,8 @@ TEST_CASE("drain stops reading, delivers what is queued, then closes") {
     CHECK(back == data.substr(0, back.size()));
 }
 
-TEST_CASE("stamp mode answers each chunk in the book's form") {
-    ConnectionLimits limits;
-    limits.reply = ReplyMode::stamp;
-    Fixture f(limits);
+TEST_CASE("the stamp protocol answers each chunk in the book's form") {
+    Fixture f({}, std::make_unique<services::Stamp>());
     write_all(f.client(), "Hello network world");
     std::string back;
     CHECK(run_until(*f.loop, [&] {
@@ -237,7 +231,8 @@ TEST_CASE("a client sending a byte at a time cannot make queued memory outgrow t
     const ConnectionLimits limits;
     Owner owner;
     ByteAtATimeClient client;
-    Connection conn(*loop, std::move(pair.b), "peer", limits, pool, stats, owner, client);
+    Connection conn(*loop, std::make_unique<ReactorStream>(*loop, std::move(pair.b), client), "peer",
+                    std::make_unique<services::Echo>(), limits, pool, stats, owner);
     REQUIRE(conn.start());
     for (int i = 0; i < 1000; ++i) {
         conn.on_readable();

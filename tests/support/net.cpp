@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
@@ -36,6 +37,21 @@ BackendKind backend_under_test() {
         throw std::invalid_argument(std::string("ECHOPLEX_BACKEND: unknown backend ") + name);
     }
     return *kind;
+}
+
+UniqueFd connect_loopback(std::uint16_t port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    UniqueFd client(checked(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket"));
+    // Blocking connect to a listening loopback socket completes at once (the backlog takes it).
+    checked(::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), "connect");
+    const int flags = checked(::fcntl(client.get(), F_GETFL), "fcntl");
+    checked(::fcntl(client.get(), F_SETFL, flags | O_NONBLOCK), "fcntl");
+    const int one = 1;
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return client;
 }
 
 SocketPair connected_pair(Transport transport) {
@@ -89,12 +105,24 @@ void write_all(int fd, const std::string& data) {
     }
 }
 
-std::string read_available(int fd) {
+void send_some(int fd, const std::string& data, std::size_t& sent) {
+    if (sent < data.size()) {
+        const ssize_t n = ::send(fd, data.data() + sent, std::min<std::size_t>(data.size() - sent, 65536), MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+        }
+    }
+}
+
+std::string read_available(int fd, bool* closed) {
     std::string out;
     char buffer[4096];
     for (;;) {
         const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
         if (n <= 0) {
+            if (closed != nullptr && (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))) {
+                *closed = true;  // EOF, or a reset
+            }
             break;
         }
         out.append(buffer, static_cast<std::size_t>(n));

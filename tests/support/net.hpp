@@ -56,7 +56,15 @@ public:
 // Writes all of `data` to a non-blocking socket that has room (tests write little).
 void write_all(int fd, const std::string& data);
 
-// Drains what is readable now; returns the bytes read (stops at EAGAIN or EOF).
-std::string read_available(int fd);
+// Sends the next piece (at most 64 KiB) of `data` from offset `sent` if the socket takes it,
+// advancing `sent`.
+void send_some(int fd, const std::string& data, std::size_t& sent);
+
+// Drains what is readable now; returns the bytes read (stops at EAGAIN or EOF). With `closed`,
+// sets *closed when the peer's EOF or a reset was seen.
+std::string read_available(int fd, bool* closed = nullptr);
+
+// A non-blocking client connected to 127.0.0.1:port (which must be listening). Throws on failure.
+UniqueFd connect_loopback(std::uint16_t port);
 
 }  // namespace echoplex::test

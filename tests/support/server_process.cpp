@@ -465,18 +465,25 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args, const ServerO
                                  child_.stderr_text() + "]");
     }
     startup_line_ = out.substr(0, out.find('\n'));
+    // "echoplex: listening on 127.0.0.1:P (echo), 127.0.0.1:Q (discard); backend epoll"
     static const std::string prefix = "echoplex: listening on ";
-    const auto open_paren = startup_line_.rfind(" (");
-    if (startup_line_.rfind(prefix, 0) != 0 || open_paren == std::string::npos || startup_line_.back() != ')' ||
-        open_paren < prefix.size()) {
+    static const std::string backend_mark = "; backend ";
+    const auto mark = startup_line_.rfind(backend_mark);
+    if (startup_line_.rfind(prefix, 0) != 0 || mark == std::string::npos || mark < prefix.size()) {
         throw std::runtime_error("unexpected startup line: [" + startup_line_ + "]");
     }
-    announced_backend_ = startup_line_.substr(open_paren + 2, startup_line_.size() - open_paren - 3);
-    std::string list = startup_line_.substr(prefix.size(), open_paren - prefix.size());
+    announced_backend_ = startup_line_.substr(mark + backend_mark.size());
+    std::string list = startup_line_.substr(prefix.size(), mark - prefix.size());
     std::size_t start = 0;
     for (;;) {
         const auto comma = list.find(", ", start);
-        const std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        std::string item = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        const auto paren = item.rfind(" (");
+        if (paren == std::string::npos || item.back() != ')') {
+            throw std::runtime_error("no service after '" + item + "' in startup line: [" + startup_line_ + "]");
+        }
+        services_.push_back(item.substr(paren + 2, item.size() - paren - 3));
+        item.resize(paren);
         const auto colon = item.rfind(':');
         if (colon == std::string::npos || colon + 1 >= item.size()) {
             throw std::runtime_error("unexpected address '" + item + "' in startup line: [" + startup_line_ + "]");

@@ -137,7 +137,7 @@ struct ServerOptions {
 };
 
 // The echoplex server as a child: started with --backend=<backend under test> plus `args`, and
-// ready when its startup line ("echoplex: listening on A:P, ... (backend)") has been read from
+// ready when its startup line ("echoplex: listening on A:P (echo), ...; backend NAME") has been read from
 // stdout, which the constructor waits for (bounded). If the server exits or stays silent, the
 // constructor throws std::runtime_error carrying what it printed.
 //
@@ -160,6 +160,8 @@ public:
     const std::string& startup_line() const noexcept { return startup_line_; }
     // The backend named in parentheses at the end of the startup line.
     const std::string& announced_backend() const noexcept { return announced_backend_; }
+    // The service announced for each port, in the same order ("echo", "discard", ...).
+    const std::vector<std::string>& services() const noexcept { return services_; }
 
     pid_t pid() const noexcept { return child_.pid(); }
     bool send_signal(int sig) { return child_.send_signal(sig); }
@@ -201,6 +203,7 @@ private:
     std::string announced_backend_;
     std::vector<std::string> hosts_;
     std::vector<std::uint16_t> ports_;
+    std::vector<std::string> services_;
 };
 
 // ---- clients ----

@@ -1,16 +1,19 @@
-// Connection: one client socket with its read queue and write queue. Reads what the client sends,
-// answers through the write queue without ever blocking the loop, and applies backpressure.
+// Connection: one client, its input and output queues, and the state machine that applies
+// backpressure, half-close, drain and linger for whatever Protocol answers it. The socket calls
+// are the Stream's; what to answer is the Protocol's.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "echoplex/io/byte_queue.hpp"
 #include "echoplex/io/event_loop.hpp"
-#include "echoplex/io/io_handler.hpp"
-#include "echoplex/io/unique_fd.hpp"
-#include "echoplex/net/socket_io.hpp"
+#include "echoplex/net/protocol.hpp"
+#include "echoplex/net/stream.hpp"
 
 namespace echoplex {
 
@@ -25,18 +28,31 @@ struct ServerStats {
     std::uint64_t paused = 0;  // times a connection's reading paused for backpressure
 };
 
-// What a connection answers: the bytes received (RFC 862), or the book's stamped reply.
-enum class ReplyMode { echo, stamp };
-
-// Per-connection limits, from ServerConfig.
+// Per-connection limits, the same for every protocol.
 struct ConnectionLimits {
-    ReplyMode reply = ReplyMode::echo;
-    std::size_t high_watermark = 256 * 1024;
-    std::size_t low_watermark = 64 * 1024;
+    std::size_t high_watermark = 256 * 1024;  // queued output that pauses reading
+    std::size_t low_watermark = 64 * 1024;    // queued output that resumes it
     // Per readiness event, so one busy client cannot starve the others.
     std::size_t read_budget = 64 * 1024;
     std::size_t write_budget = 256 * 1024;
+    // Unconsumed input (a frame not yet complete) beyond which the client is closed.
+    std::size_t input_limit = 1024 * 1024;
+    // Queued output beyond which the client is closed: for a protocol that keeps sending to a
+    // client that does not read (echo cannot get there: its reading pauses at the high watermark).
+    std::size_t output_limit = 64 * 1024 * 1024;
+    // After our FIN, how long to wait for the client's EOF before closing anyway.
+    std::chrono::milliseconds linger_timeout{5000};
 };
+
+// Where a connection is. Transitions, each in one function of Connection:
+//   open -> paused (output reached the high watermark) -> open (fell to the low one)
+//   open -> peer_closed (EOF)                   open|paused -> finishing (drain or finish())
+//   peer_closed -> closing (output delivered)   finishing -> lingering (output delivered, FIN)
+//   lingering -> closing (client's EOF or the linger deadline)
+//   any -> closing (reset, error, limit, close()) -> closed (the stream's close completed)
+enum class ConnectionState : std::uint8_t { open, paused, peer_closed, finishing, lingering, closing, closed };
+
+std::string_view state_name(ConnectionState state) noexcept;
 
 class Connection;
 
@@ -50,68 +66,91 @@ protected:
     ~ConnectionOwner() = default;
 };
 
-class Connection final : public IoHandler {
+class Connection final : public StreamEvents, private Session {
 public:
-    // `io` makes the socket calls: the real ones unless a test or the fuzzer scripts them.
-    Connection(EventLoop& loop, UniqueFd socket, std::string peer, const ConnectionLimits& limits,
-               BlockPool& pool, ServerStats& stats, ConnectionOwner& owner,
-               SocketIo& io = system_socket_io());
+    Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::string peer,
+               std::unique_ptr<Protocol> protocol, const ConnectionLimits& limits, BlockPool& pool,
+               ServerStats& stats, ConnectionOwner& owner);
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
     ~Connection();
 
-    // Starts reading. Fails if the loop cannot watch the descriptor (select: beyond FD_SETSIZE).
+    // Starts the stream and opens the protocol. Fails if the stream cannot start (select:
+    // beyond FD_SETSIZE); the protocol has then not been opened.
     [[nodiscard]] Result<void> start();
 
-    void on_readable() override;
-    void on_writable() override;
-
-    // Graceful shutdown: read no more, flush what is queued, then close.
+    // Graceful shutdown: read no more, deliver what is queued, then close.
     void drain();
-    // Closes the socket now, dropping queued output. Idempotent.
-    void close(std::string_view reason);
+    // Closes now, dropping queued output. Idempotent. (Session::close is the protocol's way,
+    // taking effect at the end of the iteration.)
+    void close_now(std::string_view reason);
 
-    int fd() const noexcept { return socket_.get(); }
-    const std::string& peer() const noexcept { return peer_; }
-    bool closed() const noexcept { return !socket_.valid(); }
-    std::size_t queued_bytes() const noexcept { return output_.size(); }
-    bool reading_paused() const noexcept { return paused_; }
+    int fd() const noexcept { return stream_->fd(); }
+    const std::string& peer() const noexcept override { return peer_; }
+    ConnectionState state() const noexcept { return state_; }
+    bool closed() const noexcept { return state_ == ConnectionState::closing || state_ == ConnectionState::closed; }
+    std::size_t queued_bytes() const noexcept override { return output_.size(); }
+    bool reading_paused() const noexcept { return state_ == ConnectionState::paused; }
     // Queue blocks held (0 when idle: buffers are borrowed only while bytes are in flight).
     std::size_t buffer_blocks() const noexcept { return input_.blocks() + output_.blocks(); }
     Clock::time_point last_activity() const noexcept { return last_activity_; }
 
+    // StreamEvents: called by the stream (tests may call them to script a kernel's answers).
+    void on_readable() override;
+    void on_writable() override;
+    void on_closed() override;
+
 private:
-    // Reads at most read_budget bytes, answering each chunk; false if the connection closed.
-    bool read_some();
-    // Queue blocks one read may fill (4 × 16 KiB: the default read budget in one call).
-    static constexpr std::size_t max_read_blocks = 4;
-    void answer_chunk();
-    // Moves the bytes read to the end of the write queue: long chunks with their blocks, short
-    // ones copied, so that queued memory stays proportional to queued bytes.
-    void queue_input();
+
+    // Session
+    void send(std::string_view bytes) override;
+    void send(ByteQueue& bytes) override;
+    bool output_full() const noexcept override;
+    void want_output_space(bool on) override;
+    void hold_input(bool on) override;
+    void finish() override;
+    void close(std::string_view reason) override;
+    EventLoop& loop() noexcept override { return loop_; }
+
+    // Reads at most read_budget bytes, handing each piece to the protocol.
+    void read_input();
     // After our FIN: reads and drops input until the client's EOF, then closes.
     void discard_input();
     // Writes at most write_budget bytes; false if the connection closed.
     bool flush();
-    // The single place interest is derived from state: read while accepting input and not
-    // paused, write exactly while output is queued. Also closes once nothing more can happen.
+    // The end of every event: a close asked for in the meantime, else write what is queued
+    // (unless `write` is false: the event already spent its write budget) and derive the
+    // interest from the state.
+    void settle(bool write = true);
+    // Runs settle() at the end of this iteration, for sends made outside our own callbacks.
+    void settle_later();
+    // The single place interest is derived from state: read while open and not held, write
+    // while output is queued or the protocol wants space. Also makes the end-of-output moves.
     void update_interest();
+    void on_output_delivered();
+    bool reading() const noexcept { return state_ == ConnectionState::open && !input_held_; }
 
     EventLoop& loop_;
-    UniqueFd socket_;
+    std::unique_ptr<Stream> stream_;
     std::string peer_;
+    std::unique_ptr<Protocol> protocol_;
     const ConnectionLimits& limits_;
     ServerStats& stats_;
     ConnectionOwner& owner_;
-    SocketIo& io_;
-    ByteQueue input_;   // read, not yet answered
+    ByteQueue input_;   // received, not yet consumed by the protocol
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;
-    bool paused_ = false;       // backpressure: output above the high watermark
-    bool peer_done_ = false;    // the client shut down its side (EOF)
-    bool draining_ = false;     // server shutdown: no more reading
-    bool lingering_ = false;    // all output sent and FIN sent; waiting for the client's EOF
-    bool wide_reads_ = false;   // the last read filled everything offered: offer several blocks
+    std::optional<TimerId> linger_timer_;
+    std::string close_reason_;             // why a close was asked for (logged by the owner)
+    std::string finish_reason_ = "drained";  // the reason once a finished or drained close ends
+    std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
+    ConnectionState state_ = ConnectionState::open;
+    bool opened_ = false;          // the protocol's on_open ran: on_close is owed
+    bool in_callback_ = false;     // inside one of our events: settle() follows anyway
+    bool settle_pending_ = false;  // settle_later queued and not yet run
+    bool close_pending_ = false;
+    bool want_space_ = false;
+    bool input_held_ = false;
 };
 
 }  // namespace echoplex

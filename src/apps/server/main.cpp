@@ -12,7 +12,7 @@
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"
-#include "echoplex/net/server.hpp"
+#include "echoplex/net/tcp_server.hpp"
 #include "server_config.hpp"
 
 namespace {
@@ -61,13 +61,13 @@ int run_server(int argc, char** argv) {
         log::error("{}", loop.error().message());
         return 1;
     }
-    auto server = EchoServer::create(**loop, config);
+    auto server = TcpServer::create(**loop, config.server_options());
     if (!server) {
         log::error("cannot listen: {}", server.error().message());
         return 1;
     }
     EventLoop& l = **loop;
-    EchoServer& s = **server;
+    TcpServer& s = **server;
     // After the listeners bound, so that a failure to start stays one line.
     raise_descriptor_limit(config.max_connections);
 
@@ -89,13 +89,13 @@ int run_server(int argc, char** argv) {
             return 1;
         }
     }
-    if (auto watching = l.on_signal(SIGUSR1, [&](int) { log::error("{}", s.stats_line()); }); !watching) {
+    if (auto watching = l.on_signal(SIGUSR1, [&](int) { log::info("{}", s.stats_line()); }); !watching) {
         log::error("{}", watching.error().message());
         return 1;
     }
 
-    // The one line scripts read: every address really bound, and the backend.
-    std::fputs(fmt::format("echoplex: listening on {} ({})\n", fmt::join(s.addresses(), ", "),
+    // The one line scripts read: every address really bound with its service, and the backend.
+    std::fputs(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
                            backend_name(config.backend))
                    .c_str(),
                stdout);
@@ -105,7 +105,7 @@ int run_server(int argc, char** argv) {
         log::error("event loop failed: {}", ran.error().message());
         exit_status = 1;
     }
-    log::error("{}", s.stats_line());
+    log::info("{}", s.stats_line());
     return exit_status;
 }
 

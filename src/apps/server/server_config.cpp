@@ -1,14 +1,68 @@
 // Command line of the echoplex server.
 #include "server_config.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "echoplex/services/services.hpp"
 #include "program.hpp"
 
 namespace echoplex {
+namespace {
+
+std::vector<std::string_view> service_names() {
+    std::vector<std::string_view> names;
+    for (const auto& service : services::all()) {
+        names.push_back(service.name);
+    }
+    return names;
+}
+
+// "50007" or "50009/discard".
+PortSpec parse_port_item(std::string_view item) {
+    PortSpec spec;
+    const auto slash = item.find('/');
+    spec.port = static_cast<std::uint16_t>(cli::parse_int("--port", item.substr(0, slash), 0, 65535));
+    if (slash != std::string_view::npos) {
+        const std::string_view name = item.substr(slash + 1);
+        if (services::find(name) == nullptr) {
+            throw cli::UsageError(fmt::format("--port: unknown service '{}' in '{}' (services: {})", name, item,
+                                              fmt::join(service_names(), ", ")));
+        }
+        spec.service = std::string(name);
+    }
+    return spec;
+}
+
+std::string services_help() {
+    std::string text = "\nServices (--port PORT/SERVICE; --reply sets the one for ports given without):\n";
+    for (const auto& service : services::all()) {
+        text += fmt::format("  {:<9} {}\n", service.name, service.summary);
+    }
+    return text;
+}
+
+}  // namespace
+
+TcpServerOptions ServerConfig::server_options() const {
+    TcpServerOptions options;
+    for (const PortSpec& spec : ports) {
+        const std::string& name = service_of(spec);
+        const services::Service* service = services::find(name);
+        options.endpoints.push_back(Endpoint{host, spec.port, name, service->factory});
+    }
+    options.limits.high_watermark = high_watermark;
+    options.limits.low_watermark = low_watermark;
+    options.limits.linger_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_timeout_s * 1000.0));
+    options.max_connections = max_connections;
+    options.idle_timeout_s = idle_timeout_s;
+    options.drain_timeout_s = drain_timeout_s;
+    options.backlog = backlog;
+    return options;
+}
 
 ServerArgs parse_server_args(int argc, char** argv) {
     ServerArgs args;
@@ -20,7 +74,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     int verbosity = 0;
 
     cli::Parser p("echoplex", "[OPTIONS]",
-                  "A single-threaded multiplexing TCP echo server: every port, every client, one event loop.");
+                  "A single-threaded multiplexing TCP server for echo and the classic small services:\nevery port, every client, one event loop.");
     p.flag('h', "help", "print this help and exit", [&] { args.action = ServerArgs::Action::help; });
     p.flag('V', "version", "print the version and the compiled-in backends, and exit",
            [&] { args.action = ServerArgs::Action::version; });
@@ -31,20 +85,26 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.option('H', "host", "ADDR",
              "address to listen on (default 127.0.0.1; 0.0.0.0 or :: opens\nto the network; ::1 for IPv6 loopback)",
              [&](std::string_view v) { c.host = std::string(v); });
-    p.option('p', "port", "PORT[,PORT...]",
-             "port(s) to listen on, repeatable (default 50007,50008);\n0 picks a free port",
+    p.option('p', "port", "PORT[/SERVICE][,...]",
+             "port(s) to listen on, repeatable (default 50007,50008), each\nwith its service (default echo, see below); 0 picks a free port",
              [&](std::string_view v) {
                  if (!ports_given) {
                      c.ports.clear();
                      ports_given = true;
                  }
                  for (const auto item : cli::split_list("--port", v)) {
-                     c.ports.push_back(static_cast<std::uint16_t>(cli::parse_int("--port", item, 0, 65535)));
+                     PortSpec spec = parse_port_item(item);
+                     const bool repeated = spec.port != 0 && std::any_of(c.ports.begin(), c.ports.end(),
+                                                                          [&](const PortSpec& s) { return s.port == spec.port; });
+                     if (repeated) {
+                         throw cli::UsageError(fmt::format("--port: port {} is given twice", spec.port));
+                     }
+                     c.ports.push_back(std::move(spec));
                  }
              });
-    p.option(0, "reply", "MODE", "echo: the bytes received (default, RFC 862);\nstamp: 'Echo=>DATA at TIME' per chunk, as the book",
+    p.option(0, "reply", "MODE", "the service of ports given without one: echo (default)\nor stamp ('Echo=>DATA at TIME' per chunk, as the book)",
              [&](std::string_view v) {
-                 c.reply = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? ReplyMode::echo : ReplyMode::stamp;
+                 c.default_service = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? "echo" : "stamp";
              });
     p.option('c', "max-connections", "N", "clients served at once; more are accepted and closed\n(default 10000)",
              [&](std::string_view v) { c.max_connections = static_cast<std::size_t>(cli::parse_int("--max-connections", v, 1, 10'000'000)); });
@@ -54,7 +114,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
              [&](std::string_view v) { c.low_watermark = cli::parse_bytes("--low-watermark", v); });
     p.option(0, "idle-timeout", "SECONDS", "close clients silent this long (default 0: never)",
              [&](std::string_view v) { c.idle_timeout_s = cli::parse_seconds("--idle-timeout", v); });
-    p.option(0, "drain-timeout", "SECONDS", "on SIGINT/SIGTERM, flush queued output for at most this\nlong (default 5)",
+    p.option(0, "drain-timeout", "SECONDS", "on SIGINT/SIGTERM, flush queued output for at most this\nlong (default 5); also how long a connection that has sent\neverything waits for the client to close",
              [&](std::string_view v) { c.drain_timeout_s = cli::parse_seconds("--drain-timeout", v); });
     p.option(0, "backlog", "N", "listen(2) backlog (default 511)",
              [&](std::string_view v) { c.backlog = static_cast<int>(cli::parse_int("--backlog", v, 1, 1 << 20)); });
@@ -74,7 +134,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     }
     c.log_level = verbosity < 0 ? log::Level::error : verbosity == 0 ? log::Level::info : log::Level::debug;
     if (args.action == ServerArgs::Action::help) {
-        args.text = p.help() +
+        args.text = p.help() + services_help() +
                     "\nSignals: SIGINT/SIGTERM drain and exit 0 (a second one exits at once, status 1);\n"
                     "SIGUSR1 prints statistics. Exit status: 0 ok, 1 runtime failure, 2 usage error.\n";
     } else if (args.action == ServerArgs::Action::version) {

@@ -9,14 +9,37 @@
 
 #include "echoplex/io/backend.hpp"
 #include "echoplex/io/log.hpp"
-#include "echoplex/net/server.hpp"
+#include "echoplex/net/tcp_server.hpp"
 
 namespace echoplex {
 
-// The server's own settings beside what the TCP server is told (ServerOptions).
-struct ServerConfig : ServerOptions {
+// One --port item: the port and the service named after it ("50009/discard"); an empty
+// service means the default one (--reply).
+struct PortSpec {
+    std::uint16_t port = 0;
+    std::string service;
+    bool operator==(const PortSpec&) const = default;
+};
+
+struct ServerConfig {
     BackendKind backend = available_backends().front();
+    std::string host = "127.0.0.1";
+    std::vector<PortSpec> ports = {{50007, {}}, {50008, {}}};  // the book's select-server pair
+    std::string default_service = "echo";                      // --reply: for ports given without one
+    std::size_t max_connections = 10000;
+    std::size_t high_watermark = 256 * 1024;  // queued output that pauses reading
+    std::size_t low_watermark = 64 * 1024;    // queued output that resumes it
+    double idle_timeout_s = 0;                // 0: never close idle connections
+    double drain_timeout_s = 5;               // graceful shutdown's flush deadline
+    int backlog = 511;
     log::Level log_level = log::Level::info;
+
+    // The service a port serves: its own, else the default.
+    const std::string& service_of(const PortSpec& spec) const noexcept {
+        return spec.service.empty() ? default_service : spec.service;
+    }
+    // What the TCP server is told: an endpoint per port with its service's protocol.
+    TcpServerOptions server_options() const;
 };
 
 // What the command line asked for: run with a config, or print help/version and exit 0.

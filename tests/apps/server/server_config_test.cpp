@@ -39,18 +39,55 @@ std::string usage_error(std::vector<std::string> words) {
     return "(accepted)";
 }
 
+std::vector<std::uint16_t> port_numbers(const ServerConfig& c) {
+    std::vector<std::uint16_t> out;
+    for (const auto& spec : c.ports) out.push_back(spec.port);
+    return out;
+}
+
 TEST_CASE("defaults are the book's two ports on loopback, raw echo, the best backend") {
     const ServerConfig c = parse({}).config;
-    CHECK(c.ports == std::vector<std::uint16_t>{50007, 50008});
+    CHECK(port_numbers(c) == std::vector<std::uint16_t>{50007, 50008});
     CHECK(c.host == "127.0.0.1");
-    CHECK(c.reply == ReplyMode::echo);
+    CHECK(c.service_of(c.ports[0]) == "echo");
     CHECK(c.backend == available_backends().front());
     CHECK(c.low_watermark < c.high_watermark);
 }
 
 TEST_CASE("ports repeat and take comma lists; given ports replace the defaults") {
-    CHECK(parse({"--port", "0", "-p", "7,8", "--port=9"}).config.ports == std::vector<std::uint16_t>{0, 7, 8, 9});
-    CHECK(parse({"-p9"}).config.ports == std::vector<std::uint16_t>{9});
+    CHECK(port_numbers(parse({"--port", "0", "-p", "7,8", "--port=9"}).config) == std::vector<std::uint16_t>{0, 7, 8, 9});
+    CHECK(port_numbers(parse({"-p9"}).config) == std::vector<std::uint16_t>{9});
+    CHECK(port_numbers(parse({"-p", "0,0"}).config) == std::vector<std::uint16_t>{0, 0});  // two free ports
+}
+
+TEST_CASE("each port names its service; --reply is the service of ports given without one") {
+    const ServerConfig c = parse({"-p", "50007", "-p", "50008/stamp,50009/discard", "-p", "50019/chargen",
+                                  "-p", "50013/daytime", "--reply=stamp"})
+                               .config;
+    REQUIRE(c.ports.size() == 5);
+    CHECK(c.service_of(c.ports[0]) == "stamp");
+    CHECK(c.service_of(c.ports[1]) == "stamp");
+    CHECK(c.service_of(c.ports[2]) == "discard");
+    CHECK(c.service_of(c.ports[3]) == "chargen");
+    CHECK(c.service_of(c.ports[4]) == "daytime");
+    const TcpServerOptions options = c.server_options();
+    REQUIRE(options.endpoints.size() == 5);
+    CHECK(options.endpoints[2].service == "discard");
+    CHECK(options.endpoints[2].port == 50009);
+    for (const auto& endpoint : options.endpoints) {
+        CHECK(endpoint.protocol != nullptr);
+        CHECK(endpoint.protocol() != nullptr);
+    }
+    CHECK(parse({"-p", "1"}).config.service_of(PortSpec{1, {}}) == "echo");
+}
+
+TEST_CASE("a port given twice or an unknown service is a usage error naming it") {
+    CHECK(usage_error({"-p", "50007,50007"}) == "--port: port 50007 is given twice");
+    CHECK(usage_error({"-p", "50007", "-p", "50007/discard"}) == "--port: port 50007 is given twice");
+    CHECK(usage_error({"-p", "50009/dicard"}) ==
+          "--port: unknown service 'dicard' in '50009/dicard' (services: echo, stamp, discard, chargen, daytime)");
+    CHECK(usage_error({"-p", "50009/"}).find("unknown service ''") != std::string::npos);
+    CHECK(usage_error({"-p", "/echo"}) == "--port: '' is not a whole number");
 }
 
 TEST_CASE("every backend name is accepted and an unknown one lists the valid ones") {
@@ -68,7 +105,7 @@ TEST_CASE("sizes and durations take units") {
     CHECK(c.low_watermark == 64 * 1024);
     CHECK(c.idle_timeout_s == doctest::Approx(0.25));
     CHECK(c.drain_timeout_s == doctest::Approx(1.5));
-    CHECK(c.reply == ReplyMode::stamp);
+    CHECK(c.default_service == "stamp");
     CHECK(c.max_connections == 3);
     CHECK(c.log_level == log::Level::debug);
     CHECK(cli::parse_seconds("-d", "2m") == doctest::Approx(120));
@@ -95,6 +132,9 @@ TEST_CASE("help and version are actions, not errors") {
     for (const char* flag : {"--backend", "--port", "--host", "--reply", "--max-connections", "--high-watermark",
                              "--low-watermark", "--idle-timeout", "--drain-timeout", "--version"}) {
         CHECK_MESSAGE(help.text.find(flag) != std::string::npos, flag);
+    }
+    for (const char* service : {"echo ", "stamp ", "discard ", "chargen ", "daytime "}) {
+        CHECK_MESSAGE(help.text.find(std::string("  ") + service) != std::string::npos, service);
     }
     const ServerArgs version = parse({"-V"});
     CHECK(version.action == ServerArgs::Action::version);

@@ -1,9 +1,10 @@
-// EchoServer implementation.
-#include "echoplex/net/server.hpp"
+// TcpServer implementation.
+#include "echoplex/net/tcp_server.hpp"
 
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
+#include "echoplex/net/reactor_stream.hpp"
 
 namespace echoplex {
 namespace {
@@ -14,13 +15,9 @@ std::chrono::milliseconds to_ms(double seconds) {
 
 }  // namespace
 
-EchoServer::EchoServer(EventLoop& loop, const ServerOptions& config) : loop_(loop), config_(config) {
-    limits_.reply = config.reply;
-    limits_.high_watermark = config.high_watermark;
-    limits_.low_watermark = config.low_watermark;
-}
+TcpServer::TcpServer(EventLoop& loop, TcpServerOptions options) : loop_(loop), options_(std::move(options)) {}
 
-EchoServer::~EchoServer() {
+TcpServer::~TcpServer() {
     // Connections and listeners unwatch themselves as they are destroyed.
     if (idle_timer_) {
         loop_.cancel_timer(*idle_timer_);
@@ -30,13 +27,13 @@ EchoServer::~EchoServer() {
     }
 }
 
-Result<std::unique_ptr<EchoServer>> EchoServer::create(EventLoop& loop, const ServerOptions& config) {
-    auto server = std::unique_ptr<EchoServer>(new EchoServer(loop, config));
-    EchoServer* self = server.get();
-    for (const std::uint16_t port : config.ports) {
+Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerOptions options) {
+    auto server = std::unique_ptr<TcpServer>(new TcpServer(loop, std::move(options)));
+    TcpServer* self = server.get();
+    for (const Endpoint& endpoint : self->options_.endpoints) {
         auto listener = Listener::open(
-            loop, config.host, port, config.backlog,
-            [self](UniqueFd socket, std::string peer) { self->adopt(std::move(socket), std::move(peer)); },
+            loop, endpoint.host, endpoint.port, self->options_.backlog,
+            [self, &endpoint](UniqueFd socket, std::string peer) { self->adopt(endpoint, std::move(socket), std::move(peer)); },
             [self](const Error& error) { self->note_refusal(error); });
         if (!listener) {
             return std::move(listener).error();  // `server` closes the ones already bound
@@ -48,13 +45,13 @@ Result<std::unique_ptr<EchoServer>> EchoServer::create(EventLoop& loop, const Se
             return std::move(started).error();
         }
     }
-    if (config.idle_timeout_s > 0) {
+    if (self->options_.idle_timeout_s > 0) {
         server->sweep_idle();
     }
     return server;
 }
 
-std::vector<std::string> EchoServer::addresses() const {
+std::vector<std::string> TcpServer::addresses() const {
     std::vector<std::string> out;
     for (const auto& listener : listeners_) {
         out.push_back(listener->address());
@@ -62,17 +59,27 @@ std::vector<std::string> EchoServer::addresses() const {
     return out;
 }
 
-void EchoServer::adopt(UniqueFd socket, std::string peer) {
+std::vector<std::string> TcpServer::descriptions() const {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < listeners_.size(); ++i) {
+        out.push_back(fmt::format("{} ({})", listeners_[i]->address(), options_.endpoints[i].service));
+    }
+    return out;
+}
+
+void TcpServer::adopt(const Endpoint& endpoint, UniqueFd socket, std::string peer) {
     if (shutting_down_) {
         refuse(std::move(socket), peer, "shutting down");
         return;
     }
-    if (stats_.open >= config_.max_connections) {
-        refuse(std::move(socket), peer, "--max-connections reached");
+    if (stats_.open >= options_.max_connections) {
+        refuse(std::move(socket), peer, "connection limit reached");
         return;
     }
     const int fd = socket.get();
-    auto connection = std::make_unique<Connection>(loop_, std::move(socket), std::move(peer), limits_, pool_, stats_, *this);
+    auto connection = std::make_unique<Connection>(loop_, std::make_unique<ReactorStream>(loop_, std::move(socket)),
+                                                   std::move(peer), endpoint.protocol(), options_.limits, pool_,
+                                                   stats_, *this);
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
         note_refusal(started.error());
@@ -81,20 +88,20 @@ void EchoServer::adopt(UniqueFd socket, std::string peer) {
     if (static_cast<std::size_t>(fd) >= connections_.size()) {
         connections_.resize(static_cast<std::size_t>(fd) + 1);
     }
-    log::debug("connection from {} (fd {})", connection->peer(), fd);
+    log::debug("connection from {} to {} (fd {})", connection->peer(), endpoint.service, fd);
     connections_[static_cast<std::size_t>(fd)] = std::move(connection);
     ++stats_.accepted;
     ++stats_.open;
     stats_.peak = std::max(stats_.peak, stats_.open);
 }
 
-void EchoServer::refuse(UniqueFd socket, std::string_view peer, std::string_view why) {
+void TcpServer::refuse(UniqueFd socket, std::string_view peer, std::string_view why) {
     ++stats_.refused;
     log::debug("refused {}: {}", peer, why);
     socket.reset();
 }
 
-void EchoServer::note_refusal(const Error& error) {
+void TcpServer::note_refusal(const Error& error) {
     ++stats_.refused;
     // At most one line a second: a connection storm must not turn into a log storm.
     const auto now = loop_.now();
@@ -102,12 +109,12 @@ void EchoServer::note_refusal(const Error& error) {
         last_refusal_log_ = now;
         const bool fd_limit = error.code == errc::fd_out_of_range;
         log::warn("refusing connections: {} ({})", error.message(),
-                  fd_limit ? "select cannot watch descriptors >= FD_SETSIZE; use --backend=epoll or poll"
+                  fd_limit ? "select cannot watch descriptors >= FD_SETSIZE; use the epoll or poll backend"
                            : "raise the limit with ulimit -n");
     }
 }
 
-void EchoServer::connection_closed(Connection& connection, std::string_view reason) {
+void TcpServer::connection_closed(Connection& connection, std::string_view reason) {
     log::debug("closed {} (fd {}): {}", connection.peer(), connection.fd(), reason);
     --stats_.open;
     // Called before the socket is closed, so the fd still indexes this connection. Its callback
@@ -120,20 +127,20 @@ void EchoServer::connection_closed(Connection& connection, std::string_view reas
     maybe_finish_shutdown();
 }
 
-void EchoServer::close_all(std::string_view reason) {
+void TcpServer::close_all(std::string_view reason) {
     for (auto& slot : connections_) {
         if (slot) {
-            slot->close(reason);
+            slot->close_now(reason);
         }
     }
 }
 
-void EchoServer::sweep_idle() {
-    const auto limit = to_ms(config_.idle_timeout_s);
+void TcpServer::sweep_idle() {
+    const auto limit = to_ms(options_.idle_timeout_s);
     const auto now = Clock::now();
     for (auto& slot : connections_) {
         if (slot && now - slot->last_activity() >= limit) {
-            slot->close("idle timeout");
+            slot->close_now("idle timeout");
         }
     }
     // Checking twice per timeout closes a silent client between 1x and 1.5x the timeout, at the
@@ -142,7 +149,7 @@ void EchoServer::sweep_idle() {
     idle_timer_ = loop_.add_timer(period, [this] { sweep_idle(); });
 }
 
-void EchoServer::shutdown(std::function<void()> on_finished) {
+void TcpServer::shutdown(std::function<void()> on_finished) {
     if (shutting_down_) {
         return;
     }
@@ -152,7 +159,7 @@ void EchoServer::shutdown(std::function<void()> on_finished) {
         listener->close();
     }
     // Armed before draining: connections that finish at once may complete the shutdown here.
-    drain_timer_ = loop_.add_timer(to_ms(config_.drain_timeout_s), [this] {
+    drain_timer_ = loop_.add_timer(to_ms(options_.drain_timeout_s), [this] {
         drain_timer_.reset();
         log::warn("drain timeout: dropping {} connection(s) still open", stats_.open);
         close_all("drain timeout");
@@ -165,7 +172,7 @@ void EchoServer::shutdown(std::function<void()> on_finished) {
     maybe_finish_shutdown();
 }
 
-void EchoServer::maybe_finish_shutdown() {
+void TcpServer::maybe_finish_shutdown() {
     if (!shutting_down_ || stats_.open > 0 || !on_shutdown_finished_) {
         return;
     }
@@ -178,7 +185,7 @@ void EchoServer::maybe_finish_shutdown() {
     done();
 }
 
-std::string EchoServer::stats_line() const {
+std::string TcpServer::stats_line() const {
     return fmt::format("stats: accepted={} refused={} open={} peak={} bytes_in={} bytes_out={} paused={}",
                        stats_.accepted, stats_.refused, stats_.open, stats_.peak, stats_.bytes_in,
                        stats_.bytes_out, stats_.paused);

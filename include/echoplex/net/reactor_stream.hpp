@@ -1,0 +1,43 @@
+// ReactorStream: a Stream over readiness. The loop (any of select, poll, epoll) reports the
+// socket ready and the stream makes the non-blocking system call there and then.
+#pragma once
+
+#include "echoplex/io/event_loop.hpp"
+#include "echoplex/io/io_handler.hpp"
+#include "echoplex/io/unique_fd.hpp"
+#include "echoplex/net/socket_io.hpp"
+#include "echoplex/net/stream.hpp"
+
+namespace echoplex {
+
+class ReactorStream final : public Stream, private IoHandler {
+public:
+    // `io` makes the socket calls: the real ones unless a test or the fuzzer scripts them.
+    ReactorStream(EventLoop& loop, UniqueFd socket, SocketIo& io = system_socket_io());
+    ~ReactorStream() override;
+
+    int fd() const noexcept override { return socket_.get(); }
+    [[nodiscard]] Result<void> open(StreamEvents& events) override;
+    [[nodiscard]] Result<void> set_interest(Interest want) override;
+    IoResult read(ByteQueue& into, std::size_t budget) override;
+    IoResult write(ByteQueue& from, std::size_t budget) override;
+    IoResult discard(std::size_t budget) override;
+    void shutdown_write() noexcept override;
+    void close() noexcept override;
+    std::size_t in_flight() const noexcept override { return 0; }
+
+private:
+    void on_readable() override { events_->on_readable(); }
+    void on_writable() override { events_->on_writable(); }
+
+    // Queue blocks one read may fill (4 x 16 KiB: the default read budget in one call).
+    static constexpr std::size_t max_read_blocks = 4;
+
+    EventLoop& loop_;
+    UniqueFd socket_;
+    SocketIo& io_;
+    StreamEvents* events_ = nullptr;
+    bool wide_reads_ = false;  // the last read filled everything offered: offer several blocks
+};
+
+}  // namespace echoplex

@@ -1,0 +1,72 @@
+// Stream: one connected socket as the connection sees it, whatever drives it. The readiness
+// implementation (ReactorStream) makes the system calls when the loop reports the socket ready;
+// a completion implementation (io_uring) would own its submissions and report what completed.
+// The connection is written against this interface only, so it never assumes readiness.
+#pragma once
+
+#include <cstddef>
+
+#include "echoplex/io/backend.hpp"
+#include "echoplex/io/byte_queue.hpp"
+#include "echoplex/io/error.hpp"
+#include "echoplex/net/io_result.hpp"
+
+namespace echoplex {
+
+// What a stream tells its owner. Called from the loop, never from inside a Stream call.
+class StreamEvents {
+public:
+    // Input may be waiting: read() will not block.
+    virtual void on_readable() = 0;
+    // Output may be taken: write() will not block.
+    virtual void on_writable() = 0;
+    // The close asked for with Stream::close() is complete: nothing is in flight, no buffer is
+    // still lent to the kernel. The descriptor is closed right after this returns, so its number
+    // still names this stream here.
+    virtual void on_closed() = 0;
+
+protected:
+    ~StreamEvents() = default;
+};
+
+class Stream {
+public:
+    Stream() = default;
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    virtual ~Stream() = default;
+
+    // The socket's descriptor (-1 once closed).
+    virtual int fd() const noexcept = 0;
+
+    // Starts delivering events to `events` (not owned), with input wanted. Fails if the loop
+    // cannot watch the socket (select: beyond FD_SETSIZE); the stream is then never started.
+    [[nodiscard]] virtual Result<void> open(StreamEvents& events) = 0;
+
+    // Which events the owner wants next. Derived by the owner from its state after every event.
+    [[nodiscard]] virtual Result<void> set_interest(Interest want) = 0;
+
+    // Appends at most `budget` bytes of input to `into`. status ok: more may be waiting;
+    // would_block: nothing more for now (bytes may still be > 0); end, reset, failed as named.
+    virtual IoResult read(ByteQueue& into, std::size_t budget) = 0;
+
+    // Sends at most `budget` bytes from the front of `from` and consumes what was taken.
+    // ok: all of it or the budget went; would_block: the kernel took less (bytes may be > 0).
+    virtual IoResult write(ByteQueue& from, std::size_t budget) = 0;
+
+    // Reads and drops at most `budget` bytes of input (a lingering close).
+    virtual IoResult discard(std::size_t budget) = 0;
+
+    // Sends FIN after everything already written.
+    virtual void shutdown_write() noexcept = 0;
+
+    // Two-phase close: cancels whatever is in flight and stops events; StreamEvents::on_closed
+    // runs once nothing is in flight, then the descriptor is closed. A readiness stream has
+    // nothing in flight, so on_closed runs before close() returns. Idempotent.
+    virtual void close() noexcept = 0;
+
+    // Operations submitted to the kernel and not yet completed (always 0 for readiness).
+    virtual std::size_t in_flight() const noexcept = 0;
+};
+
+}  // namespace echoplex

@@ -1,0 +1,85 @@
+// TcpServer: listeners, each with the protocol it serves, the connection table, the limits and
+// graceful shutdown. Knows sockets and queues, not what any protocol says.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "echoplex/io/byte_queue.hpp"
+#include "echoplex/io/event_loop.hpp"
+#include "echoplex/net/connection.hpp"
+#include "echoplex/net/listener.hpp"
+#include "echoplex/net/protocol.hpp"
+
+namespace echoplex {
+
+// One address to listen on and what its clients are served.
+struct Endpoint {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;        // 0: the kernel picks a free port
+    std::string service = "echo";  // a name for logs and the startup line
+    ProtocolFactory protocol;      // makes the protocol of each accepted connection
+};
+
+struct TcpServerOptions {
+    std::vector<Endpoint> endpoints;
+    ConnectionLimits limits;
+    std::size_t max_connections = 10000;  // more are accepted and closed at once
+    double idle_timeout_s = 0;            // 0: never close idle connections
+    double drain_timeout_s = 5;           // graceful shutdown's flush deadline
+    int backlog = 511;
+};
+
+class TcpServer final : public ConnectionOwner {
+public:
+    // Binds every endpoint or none: on failure the listeners already opened are closed again and
+    // the error names the address that failed.
+    static Result<std::unique_ptr<TcpServer>> create(EventLoop& loop, TcpServerOptions options);
+    TcpServer(const TcpServer&) = delete;
+    TcpServer& operator=(const TcpServer&) = delete;
+    ~TcpServer();
+
+    // The addresses really bound, in endpoint order ("127.0.0.1:50007").
+    std::vector<std::string> addresses() const;
+    // The same with each endpoint's service: "127.0.0.1:50007 (echo)".
+    std::vector<std::string> descriptions() const;
+
+    // Stops accepting and reading, flushes queued output for at most the drain timeout, closes
+    // everything, then calls `on_finished` (from the loop). Calling it again does nothing.
+    void shutdown(std::function<void()> on_finished);
+
+    // Drops every connection now, queued output included.
+    void close_all(std::string_view reason);
+
+    std::string stats_line() const;  // "stats: accepted=… refused=… open=… …"
+
+    void connection_closed(Connection& connection, std::string_view reason) override;
+
+private:
+    TcpServer(EventLoop& loop, TcpServerOptions options);
+    void adopt(const Endpoint& endpoint, UniqueFd socket, std::string peer);
+    void refuse(UniqueFd socket, std::string_view peer, std::string_view why);
+    // A connection refused for lack of descriptors (EMFILE, or beyond the backend's fd_limit).
+    void note_refusal(const Error& error);
+    void sweep_idle();
+    void maybe_finish_shutdown();
+
+    EventLoop& loop_;
+    TcpServerOptions options_;
+    BlockPool pool_;
+    ServerStats stats_;
+    std::vector<std::unique_ptr<Listener>> listeners_;      // one per endpoint, same order
+    std::vector<std::unique_ptr<Connection>> connections_;  // indexed by fd
+    std::vector<std::unique_ptr<Connection>> retired_;      // closed this batch, freed after it
+    std::function<void()> on_shutdown_finished_;
+    std::optional<TimerId> idle_timer_;
+    std::optional<TimerId> drain_timer_;
+    Clock::time_point last_refusal_log_{};
+    bool shutting_down_ = false;
+};
+
+}  // namespace echoplex

@@ -1,0 +1,13 @@
+// echo (RFC 862): every byte received is sent back, in order.
+#pragma once
+
+#include "echoplex/net/protocol.hpp"
+
+namespace echoplex::services {
+
+class Echo final : public Protocol {
+public:
+    void on_input(Session& session, ByteQueue& input) override { session.send(input); }
+};
+
+}  // namespace echoplex::services
