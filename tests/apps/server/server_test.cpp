@@ -328,6 +328,41 @@ TEST_CASE("--reply=stamp answers each chunk with 'Echo=>DATA at ' and a 24-chara
     }
 }
 
+TEST_CASE("--port PORT/SERVICE: each port serves its own service, and the startup line names them") {
+    ServerProcess server({"-p", "0", "-p", "0/discard,0/chargen", "-p", "0/daytime", "-p", "0/stamp"});
+    CHECK(server.services() == std::vector<std::string>{"echo", "discard", "chargen", "daytime", "stamp"});
+    CHECK(server.startup_line().find("(discard)") != std::string::npos);
+    std::vector<Session> sessions(4);
+    // echo: the bytes back.
+    sessions[0].fd = connect_to(server.port(0));
+    sessions[0].to_send = random_bytes(100000, 11);
+    // discard: 100 KB in, nothing back; our FIN, then the server's.
+    sessions[1].fd = connect_to(server.port(1));
+    sessions[1].to_send = random_bytes(100000, 12);
+    sessions[1].shutdown_after_send = true;
+    sessions[1].until_eof = true;
+    // chargen: the first 20 lines (as BSD inetd's: the first starts with the space), whatever we send.
+    sessions[2].fd = connect_to(server.port(2));
+    sessions[2].to_send = "anything\n";
+    sessions[2].expect = 20 * 74;
+    // daytime: one line, then EOF.
+    sessions[3].fd = connect_to(server.port(3));
+    sessions[3].until_eof = true;
+    const auto r = drive_sessions(sessions, 10s);
+    CHECK_MESSAGE(r.all_done, r.describe());
+    CHECK(sessions[0].received == sessions[0].to_send);
+    CHECK(sessions[1].received.empty());
+    CHECK(sessions[1].eof);
+    REQUIRE(sessions[2].received.size() >= 20 * 74);
+    CHECK(sessions[2].received.substr(0, 74) ==
+          " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefg\r\n");
+    CHECK(sessions[2].received.substr(74, 74) ==
+          "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefgh\r\n");
+    static const std::regex daytime(R"([A-Z][a-z]+day, [A-Z][a-z]+ [0-9]{2}, [0-9]{4} [0-9:]{8}-[A-Za-z0-9+-]+\r\n)");
+    CHECK_MESSAGE(std::regex_match(sessions[3].received, daytime), "[", sessions[3].received, "]");
+    CHECK(sessions[3].eof);
+}
+
 TEST_CASE("--max-connections=2: two clients are served, a third is closed without data and counted") {
     ServerProcess server({"--port", "0", "--max-connections=2"});
     Session a;
@@ -475,6 +510,8 @@ TEST_CASE("usage errors: exactly one stderr line starting 'echoplex: ' and exit 
         {backend_arg(), "--port=70000"},
         {backend_arg(), "--reply=shout"},
         {backend_arg(), "--max-connections=lots"},
+        {backend_arg(), "--port=50007,50007"},
+        {backend_arg(), "--port=50009/qotd"},
     };
     for (const auto& args : cases) {
         std::string shown;
