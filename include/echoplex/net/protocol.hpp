@@ -2,13 +2,16 @@
 // drain, linger, limits and statistics, the same for every protocol; a Protocol only decides
 // what to send back, and never touches a socket.
 //
-//   struct Shout final : Protocol {            // answers each line in capitals
-//       void on_input(Session& s, ByteQueue& in) override {
-//           std::string text = in.to_string();
+//   // Answers each complete line in capitals; a partial line waits in the input.
+//   struct Shout final : Protocol {
+//       void on_input(Session& session, ByteQueue& input) override {
+//           std::string text = input.to_string();
 //           const auto end = text.rfind('\n');
-//           if (end == std::string::npos) return;      // a partial line waits in `in`
-//           for (auto& c : text.substr(0, end + 1)) c = std::toupper(c);
-//           s.send(...); in.consume(end + 1);
+//           if (end == std::string::npos) return;   // the rest of the line comes later
+//           text.resize(end + 1);
+//           for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+//           session.send(text);
+//           input.consume(end + 1);
 //       }
 //   };
 #pragma once
