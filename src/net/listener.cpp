@@ -8,6 +8,8 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+
 #include <fmt/format.h>
 
 namespace echoplex {
@@ -16,6 +18,15 @@ namespace {
 // Accepts per readiness event: enough to empty a burst, few enough that clients already
 // connected are not kept waiting by a connection storm.
 constexpr int accepts_per_event = 64;
+
+// The endpoint as the user gave it, for error messages: port 0 ("any port") is left out, an IPv6
+// literal goes in brackets only when a port follows it.
+std::string describe_endpoint(const std::string& host, std::uint16_t port) {
+    if (port == 0) {
+        return host;
+    }
+    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+}
 
 }  // namespace
 
@@ -33,8 +44,7 @@ std::string format_address(const sockaddr* addr) {
 
 Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::string& host, std::uint16_t port,
                                                  int backlog, AcceptFn on_accept, ExhaustedFn on_exhausted) {
-    const std::string where = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                                                 : fmt::format("{}:{}", host, port);
+    const std::string where = describe_endpoint(host, port);
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -42,7 +52,13 @@ Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::str
     addrinfo* found = nullptr;
     const std::string service = std::to_string(port);
     if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-        return Error{"cannot resolve", make_error_code(errc::bad_argument), fmt::format("{}: {}", where, ::gai_strerror(rc))};
+        if (rc == EAI_SYSTEM) {
+            // The resolver itself could not run (EMFILE opening /etc/hosts, ...): errno says why.
+            Error e = Error::from_errno("getaddrinfo");
+            e.context = where;
+            return e;
+        }
+        return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", where, ::gai_strerror(rc))};
     }
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
     const addrinfo* ai = results.get();
