@@ -90,8 +90,6 @@ Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::str
     }
     auto listener = std::unique_ptr<Listener>(new Listener(loop, std::move(fd), std::move(on_accept), std::move(on_exhausted)));
     listener->address_ = format_address(reinterpret_cast<const sockaddr*>(&bound));
-    listener->port_ = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
-                                                  : ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
     return listener;
 }
 

@@ -32,7 +32,6 @@ public:
 
     // "127.0.0.1:50007" or "[::1]:50007", with the port really bound.
     const std::string& address() const noexcept { return address_; }
-    std::uint16_t port() const noexcept { return port_; }
 
     void on_readable() override;
     void on_writable() override {}
@@ -50,7 +49,6 @@ private:
     AcceptFn on_accept_;
     ExhaustedFn on_exhausted_;
     std::string address_;
-    std::uint16_t port_ = 0;
 };
 
 // "host:port" as users type it: IPv6 in brackets.
