@@ -16,6 +16,7 @@ public:
         case errc::fd_out_of_range: return "descriptor out of range for this backend";
         case errc::backend_unavailable: return "backend not available on this platform";
         case errc::bad_argument: return "invalid argument";
+        case errc::resolve_failed: return "cannot resolve address";
         }
         return "unknown echoplex error";
     }
@@ -39,6 +40,11 @@ std::string Error::message() const {
         // strerrorname_np (glibc >= 2.32) gives the symbolic name users search for.
         const char* symbol = ::strerrorname_np(code.value());
         return fmt::format("{}: {} ({})", where, code.message(), symbol != nullptr ? symbol : "?");
+    }
+    if (code == errc::resolve_failed && !context.empty()) {
+        // The resolver's own words ("Name or service not known") are in the context and say
+        // more than ours; printing both would read "...: not known: cannot resolve address".
+        return where;
     }
     return fmt::format("{}: {}", where, code.message());
 }

@@ -11,7 +11,6 @@ Level g_level = Level::info;
 
 void set_program(std::string_view name) { g_program = name; }
 void set_level(Level l) noexcept { g_level = l; }
-Level level() noexcept { return g_level; }
 bool enabled(Level l) noexcept { return l <= g_level; }
 
 void write(Level l, std::string_view message) {

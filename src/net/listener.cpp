@@ -8,7 +8,12 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cerrno>
+
 #include <fmt/format.h>
+
+#include "echoplex/io/log.hpp"
 
 namespace echoplex {
 namespace {
@@ -16,6 +21,35 @@ namespace {
 // Accepts per readiness event: enough to empty a burst, few enough that clients already
 // connected are not kept waiting by a connection storm.
 constexpr int accepts_per_event = 64;
+
+// Errors after which that connection is gone but others may be queued: EINTR, an aborted
+// handshake, and the network errors accept(2) (NOTES) says Linux passes on from the new socket.
+bool connection_gone(int err) noexcept {
+    switch (err) {
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+// The endpoint as the user gave it, for error messages: port 0 ("any port") is left out, an IPv6
+// literal goes in brackets only when a port follows it.
+std::string describe_endpoint(const std::string& host, std::uint16_t port) {
+    if (port == 0) {
+        return host;
+    }
+    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+}
 
 }  // namespace
 
@@ -33,8 +67,7 @@ std::string format_address(const sockaddr* addr) {
 
 Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::string& host, std::uint16_t port,
                                                  int backlog, AcceptFn on_accept, ExhaustedFn on_exhausted) {
-    const std::string where = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                                                 : fmt::format("{}:{}", host, port);
+    const std::string where = describe_endpoint(host, port);
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -42,7 +75,13 @@ Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::str
     addrinfo* found = nullptr;
     const std::string service = std::to_string(port);
     if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-        return Error{"cannot resolve", make_error_code(errc::bad_argument), fmt::format("{}: {}", where, ::gai_strerror(rc))};
+        if (rc == EAI_SYSTEM) {
+            // The resolver itself could not run (EMFILE opening /etc/hosts, ...): errno says why.
+            Error e = Error::from_errno("getaddrinfo");
+            e.context = where;
+            return e;
+        }
+        return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", where, ::gai_strerror(rc))};
     }
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
     const addrinfo* ai = results.get();
@@ -74,23 +113,32 @@ Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::str
     }
     auto listener = std::unique_ptr<Listener>(new Listener(loop, std::move(fd), std::move(on_accept), std::move(on_exhausted)));
     listener->address_ = format_address(reinterpret_cast<const sockaddr*>(&bound));
-    listener->port_ = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port)
-                                                  : ntohs(reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
     return listener;
 }
 
 Listener::Listener(EventLoop& loop, UniqueFd socket, AcceptFn on_accept, ExhaustedFn on_exhausted)
     : loop_(loop),
       socket_(std::move(socket)),
-      spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
       on_accept_(std::move(on_accept)),
-      on_exhausted_(std::move(on_exhausted)) {}
+      on_exhausted_(std::move(on_exhausted)),
+      accept_([](int fd, sockaddr* addr, socklen_t* len, int flags) { return ::accept4(fd, addr, len, flags); }) {
+    reopen_spare();
+}
 
 Listener::~Listener() { close(); }
 
-Result<void> Listener::start() { return loop_.watch(socket_.get(), *this, Interest::read); }
+Result<void> Listener::start() {
+    if (backoff_timer_) {
+        return {};  // resume() watches the socket when the pause ends
+    }
+    return loop_.watch(socket_.get(), *this, Interest::read);
+}
 
 void Listener::close() noexcept {
+    if (backoff_timer_) {
+        loop_.cancel_timer(*backoff_timer_);
+        backoff_timer_.reset();
+    }
     if (socket_) {
         loop_.unwatch(socket_.get());
         socket_.reset();
@@ -98,45 +146,92 @@ void Listener::close() noexcept {
 }
 
 void Listener::on_readable() {
+    // on_accept_ and on_exhausted_ may close the listener: check the socket on every turn.
     for (int i = 0; i < accepts_per_event && socket_; ++i) {
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
-        UniqueFd client(::accept4(socket_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        UniqueFd client(accept_(socket_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client) {
+            next_backoff_ = first_backoff;
             const int one = 1;
             // Echo replies are small and latency-bound; Nagle would hold them back.
             ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             on_accept_(std::move(client), format_address(reinterpret_cast<const sockaddr*>(&peer)));
             continue;
         }
-        const int err = errno;
-        if (err == EINTR || err == ECONNABORTED || err == EPROTO) {
-            continue;  // that connection is gone; others may be queued
-        }
-        if (err == EMFILE || err == ENFILE) {
-            // accept4 checks for a free descriptor before looking at the queue, so EMFILE does
-            // not mean a connection is waiting: stop when the spare finds none.
-            if (!refuse_with_spare_fd()) {
-                break;
-            }
-            on_exhausted_(Error::from_errno("accept4", err));
+        int err = errno;
+        if (connection_gone(err)) {
             continue;
         }
-        // EAGAIN: the queue is empty. Anything else (ENOBUFS, ENOMEM) is retried on the next event.
-        break;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            return;  // the queue is empty
+        }
+        if (err == EMFILE || err == ENFILE) {
+            const int refusal = refuse_with_spare_fd(err);
+            if (refusal == 0) {
+                on_exhausted_(Error::from_errno("accept4", err));
+                continue;
+            }
+            if (refusal == EAGAIN || refusal == EWOULDBLOCK) {
+                // accept4 checks for a free descriptor before it looks at the queue, so EMFILE
+                // does not mean that a connection was waiting.
+                return;
+            }
+            if (connection_gone(refusal)) {
+                continue;
+            }
+            err = refusal;
+        }
+        back_off(Error::from_errno("accept4", err));
+        return;
     }
 }
 
-bool Listener::refuse_with_spare_fd() {
+int Listener::refuse_with_spare_fd(int err) {
     if (!spare_) {
-        return false;
+        return err;
     }
     spare_.reset();
-    UniqueFd refused(::accept4(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    const bool took_one = refused.valid();
+    UniqueFd refused(accept_(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    const int result = refused ? 0 : errno;
     refused.reset();
-    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    return took_one;
+    // With ENFILE another process may take the slot just freed; then the spare stays closed and
+    // the next EMFILE/ENFILE backs off until the timer can reopen it.
+    reopen_spare();
+    return result;
+}
+
+void Listener::reopen_spare() noexcept { spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+
+void Listener::back_off(const Error& why) {
+    if (!socket_ || backoff_timer_) {
+        return;
+    }
+    const std::chrono::milliseconds pause = next_backoff_;
+    next_backoff_ = std::min(next_backoff_ * 2, max_backoff);
+    // Unwatched rather than Interest::none: unwatch cannot fail, so the pause is a real one.
+    loop_.unwatch(socket_.get());
+    backoff_timer_ = loop_.add_timer(pause, [this] { resume(); });
+    // One line when a run of failures starts (the pause is then the first), and at most one a
+    // second: a condition that persists must not turn into a log storm.
+    const auto now = loop_.now();
+    if (pause == first_backoff && (!last_backoff_log_ || now - *last_backoff_log_ >= std::chrono::seconds(1))) {
+        last_backoff_log_ = now;
+        log::warn("not accepting on {} for {} ms (longer while it lasts): {}", address_, pause.count(), why.message());
+    }
+}
+
+void Listener::resume() {
+    backoff_timer_.reset();
+    if (!socket_) {
+        return;
+    }
+    if (!spare_) {
+        reopen_spare();
+    }
+    if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
+        back_off(watching.error());
+    }
 }
 
 }  // namespace echoplex

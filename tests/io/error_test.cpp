@@ -21,6 +21,16 @@ TEST_CASE("echoplex's own conditions compare as error codes") {
     CHECK(e.message() == "select: descriptor out of range for this backend");
 }
 
+TEST_CASE("a name that cannot be resolved reads as the resolver's reason, once") {
+    const Error e{"getaddrinfo", make_error_code(errc::resolve_failed), "nosuch.invalid: Name or service not known"};
+    CHECK(e.code == errc::resolve_failed);
+    CHECK(e.code != errc::bad_argument);
+    CHECK(e.message() == "getaddrinfo nosuch.invalid: Name or service not known");
+    // Without the resolver's text, the generic message stands in for it.
+    const Error bare{"getaddrinfo", make_error_code(errc::resolve_failed)};
+    CHECK(bare.message() == "getaddrinfo: cannot resolve address");
+}
+
 TEST_CASE("Result holds a value or an error") {
     Result<int> ok = 42;
     REQUIRE(ok.has_value());

@@ -18,6 +18,8 @@ enum class errc {
     fd_out_of_range = 1,   // the descriptor cannot be watched by this backend (select: >= FD_SETSIZE)
     backend_unavailable,   // the backend was not compiled in on this platform
     bad_argument,          // a caller passed a value the function cannot use
+    resolve_failed,        // getaddrinfo found no address; `context` holds the name and the
+                           // resolver's reason (gai_strerror), which message() prints instead
 };
 
 const std::error_category& echoplex_category() noexcept;

@@ -12,7 +12,6 @@ enum class Level { error = 0, warn = 1, info = 2, debug = 3 };
 
 void set_program(std::string_view name);
 void set_level(Level level) noexcept;
-Level level() noexcept;
 bool enabled(Level l) noexcept;
 void write(Level l, std::string_view message);  // one fputs of the whole line
 
