@@ -43,7 +43,7 @@ struct ClientArgs {
     const std::string service = std::to_string(args.port);
     const std::string where = fmt::format("{}:{}", args.host, args.port);
     if (const int rc = ::getaddrinfo(args.host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-        return Error{"cannot resolve", make_error_code(errc::bad_argument), fmt::format("{}: {}", where, ::gai_strerror(rc))};
+        return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", args.host, ::gai_strerror(rc))};
     }
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
     Error last = Error::from_errno("connect", ECONNREFUSED);

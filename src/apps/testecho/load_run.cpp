@@ -46,7 +46,7 @@ std::string make_pattern(std::size_t size) {
 class LoadRun {
 public:
     LoadRun(EventLoop& loop, const LoadSettings& settings, const std::vector<Target>& targets, const ProgressFn& progress)
-        : loop_(loop), settings_(settings), targets_(targets), progress_(progress),
+        : loop_(loop), settings_(settings), progress_(progress),
           context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}} {
         if (settings.messages.empty()) {
             pattern_ = make_pattern(settings.size + pattern_spread);
@@ -284,7 +284,6 @@ private:
 
     EventLoop& loop_;
     const LoadSettings& settings_;
-    const std::vector<Target>& targets_;
     const ProgressFn& progress_;
     RunResult result_;
     InterruptPipe interrupts_{*this};
@@ -319,7 +318,7 @@ Result<std::vector<Target>> resolve_targets(const std::string& host, const std::
         const std::string shown = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
                                                                       : fmt::format("{}:{}", host, port);
         if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-            return Error{"cannot resolve", make_error_code(errc::bad_argument), fmt::format("{}: {}", shown, ::gai_strerror(rc))};
+            return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", host, ::gai_strerror(rc))};
         }
         Target t;
         std::memcpy(&t.address, found->ai_addr, found->ai_addrlen);

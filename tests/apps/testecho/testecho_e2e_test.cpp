@@ -31,30 +31,30 @@ using namespace std::chrono_literals;
 
 struct Json {
     enum class Type { null, boolean, number, string, array, object } type = Type::null;
+    struct Member;  // defined below: a member of a type cannot hold that type before it is complete
     bool boolean = false;
     double number = 0;
     std::string string;
     std::vector<Json> array;
-    std::vector<std::pair<std::string, Json>> object;
+    std::vector<Member> object;
 
-    const Json& operator[](std::string_view key) const {
-        for (const auto& [k, v] : object) {
-            if (k == key) {
-                return v;
-            }
-        }
-        throw std::runtime_error("JSON has no field '" + std::string(key) + "'");
-    }
-    bool has(std::string_view key) const {
-        for (const auto& kv : object) {
-            if (kv.first == key) {
-                return true;
-            }
-        }
-        return false;
-    }
+    const Json& operator[](std::string_view key) const;
     std::uint64_t u64() const { return static_cast<std::uint64_t>(number); }
 };
+
+struct Json::Member {
+    std::string key;
+    Json value;
+};
+
+const Json& Json::operator[](std::string_view key) const {
+    for (const auto& member : object) {
+        if (member.key == key) {
+            return member.value;
+        }
+    }
+    throw std::runtime_error("JSON has no field '" + std::string(key) + "'");
+}
 
 class JsonReader {
 public:
@@ -169,7 +169,7 @@ private:
                 if (!take(":")) {
                     fail(": expected");
                 }
-                v.object.emplace_back(std::move(key), value());
+                v.object.push_back(Json::Member{std::move(key), value()});
                 skip_space();
             } while (take(","));
             if (!take("}")) {
