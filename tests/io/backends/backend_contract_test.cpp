@@ -61,7 +61,7 @@ TEST_CASE("read and write readiness follow the socket's state") {
         auto pair = connected_pair(transport);
         const int fd = pair.a.get();
 
-        REQUIRE(backend->watch(fd, Interest::read));
+        REQUIRE(backend->modify(fd, Interest::none, Interest::read));
         CHECK(find(poll_now(*backend), fd) == nullptr);  // nothing to read yet
 
         write_all(pair.b.get(), "ping");
@@ -75,22 +75,22 @@ TEST_CASE("read and write readiness follow the socket's state") {
         CHECK(read_available(fd) == "ping");
         CHECK(find(poll_now(*backend), fd) == nullptr);  // level-triggered: drained means quiet
 
-        REQUIRE(backend->watch(fd, Interest::write));
+        REQUIRE(backend->modify(fd, Interest::read, Interest::write));
         const auto writable = poll_now(*backend);
         REQUIRE(find(writable, fd) != nullptr);
         CHECK(find(writable, fd)->writable);
         CHECK_FALSE(find(writable, fd)->readable);
 
         write_all(pair.b.get(), "x");
-        REQUIRE(backend->watch(fd, Interest::both));
+        REQUIRE(backend->modify(fd, Interest::write, Interest::both));
         const auto both = poll_now(*backend);
         REQUIRE(find(both, fd) != nullptr);
         CHECK(find(both, fd)->readable);
         CHECK(find(both, fd)->writable);
 
-        REQUIRE(backend->watch(fd, Interest::both));  // repeating the interest is harmless
+        REQUIRE(backend->modify(fd, Interest::both, Interest::both));  // repeating the interest is harmless
         CHECK(poll_now(*backend).size() == 1);
-        backend->unwatch(fd);
+        REQUIRE(backend->modify(fd, Interest::both, Interest::none));
     }
 }
 
@@ -101,7 +101,7 @@ TEST_CASE("a full socket is not writable until the peer reads") {
     while (::send(pair.a.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) {
     }
     REQUIRE(errno == EAGAIN);
-    REQUIRE(backend->watch(pair.a.get(), Interest::write));
+    REQUIRE(backend->modify(pair.a.get(), Interest::none, Interest::write));
     CHECK(poll_now(*backend).empty());
     while (!read_available(pair.b.get()).empty()) {
     }
@@ -115,8 +115,8 @@ TEST_CASE("no interest means no report, not even for a hangup") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::tcp_loopback);
     const int fd = pair.a.get();
-    REQUIRE(backend->watch(fd, Interest::read));
-    REQUIRE(backend->watch(fd, Interest::none));
+    REQUIRE(backend->modify(fd, Interest::none, Interest::read));
+    REQUIRE(backend->modify(fd, Interest::read, Interest::none));
     write_all(pair.b.get(), "data");
     pair.b.reset();  // FIN after data: readable and hung up
     CHECK(poll_now(*backend).empty());
@@ -124,22 +124,23 @@ TEST_CASE("no interest means no report, not even for a hangup") {
     REQUIRE(waited.has_value());
     CHECK(waited->empty());
 
-    REQUIRE(backend->watch(fd, Interest::read));  // interest back: the state is reported again
+    REQUIRE(backend->modify(fd, Interest::none, Interest::read));  // interest back: the state is reported again
     const auto ready = poll_now(*backend);
     REQUIRE(find(ready, fd) != nullptr);
     CHECK(find(ready, fd)->readable);
 }
 
-TEST_CASE("unwatch then close: the descriptor is forgotten") {
+TEST_CASE("removed then closed: the descriptor is forgotten") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::unix_stream);
     auto other = connected_pair(Transport::unix_stream);
-    REQUIRE(backend->watch(pair.a.get(), Interest::read));
-    REQUIRE(backend->watch(other.a.get(), Interest::read));
+    const int closed_fd = pair.a.get();
+    REQUIRE(backend->modify(closed_fd, Interest::none, Interest::read));
+    REQUIRE(backend->modify(other.a.get(), Interest::none, Interest::read));
     write_all(pair.b.get(), "late");
-    backend->unwatch(pair.a.get());
+    REQUIRE(backend->modify(closed_fd, Interest::read, Interest::none));
     pair.a.reset();
-    backend->unwatch(pair.a.get());  // unknown descriptor: no-op
+    CHECK(backend->modify(closed_fd, Interest::none, Interest::none));  // not in the set: no-op
     CHECK(poll_now(*backend).empty());
     write_all(other.b.get(), "still here");
     const auto ready = poll_now(*backend);
@@ -150,7 +151,7 @@ TEST_CASE("unwatch then close: the descriptor is forgotten") {
 TEST_CASE("peer close is reported as readable and read returns 0") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::tcp_loopback);
-    REQUIRE(backend->watch(pair.a.get(), Interest::read));
+    REQUIRE(backend->modify(pair.a.get(), Interest::none, Interest::read));
     pair.b.reset();
     auto ready = backend->wait(2s);
     REQUIRE(ready.has_value());
@@ -171,7 +172,7 @@ TEST_CASE("peer reset is reported to readers and writers") {
             while (::send(pair.a.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) {
             }
         }
-        REQUIRE(backend->watch(pair.a.get(), want));
+        REQUIRE(backend->modify(pair.a.get(), Interest::none, want));
         set_linger_zero(pair.b.get());
         pair.b.reset();  // RST
         auto ready = backend->wait(2s);
@@ -191,7 +192,7 @@ TEST_CASE("peer reset is reported to readers and writers") {
 TEST_CASE("a wait with a timeout and nothing ready returns empty on time") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::unix_stream);
-    REQUIRE(backend->watch(pair.a.get(), Interest::read));
+    REQUIRE(backend->modify(pair.a.get(), Interest::none, Interest::read));
     const auto start = Clock::now();
     auto ready = backend->wait(50ms);
     const auto elapsed = Clock::now() - start;
@@ -206,8 +207,8 @@ TEST_CASE("a thousand watched sockets with three ready report exactly those thre
     std::vector<SocketPair> pairs;
     for (int i = 0; i < 500; ++i) {
         pairs.push_back(connected_pair(Transport::unix_stream));
-        REQUIRE(backend->watch(pairs.back().a.get(), Interest::read));
-        REQUIRE(backend->watch(pairs.back().b.get(), Interest::read));
+        REQUIRE(backend->modify(pairs.back().a.get(), Interest::none, Interest::read));
+        REQUIRE(backend->modify(pairs.back().b.get(), Interest::none, Interest::read));
     }
     const std::array<std::size_t, 3> chosen = {7, 250, 499};
     for (const std::size_t i : chosen) {
@@ -232,7 +233,7 @@ TEST_CASE("a thousand watched sockets with three ready report exactly those thre
 TEST_CASE("descriptors are accepted below fd_limit and refused at or above it") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::unix_stream);
-    CHECK(backend->watch(-1, Interest::read).error().code == errc::fd_out_of_range);
+    CHECK(backend->modify(-1, Interest::none, Interest::read).error().code == errc::fd_out_of_range);
 
     rlimit limit{};
     REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
@@ -250,7 +251,7 @@ TEST_CASE("descriptors are accepted below fd_limit and refused at or above it") 
     // A descriptor numbered at FD_SETSIZE: the first that select cannot take.
     UniqueFd high(::fcntl(pair.a.get(), F_DUPFD_CLOEXEC, FD_SETSIZE));
     REQUIRE(high.get() >= FD_SETSIZE);
-    auto watched = backend->watch(high.get(), Interest::read);
+    auto watched = backend->modify(high.get(), Interest::none, Interest::read);
     if (high.get() >= backend->fd_limit()) {
         REQUIRE_FALSE(watched.has_value());
         CHECK(watched.error().code == errc::fd_out_of_range);
@@ -260,7 +261,7 @@ TEST_CASE("descriptors are accepted below fd_limit and refused at or above it") 
         write_all(pair.b.get(), "high");
         const auto ready = poll_now(*backend);
         REQUIRE(find(ready, high.get()) != nullptr);
-        backend->unwatch(high.get());
+        REQUIRE(backend->modify(high.get(), Interest::read, Interest::none));
     }
 }
 
