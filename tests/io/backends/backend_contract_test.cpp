@@ -130,6 +130,70 @@ TEST_CASE("no interest means no report, not even for a hangup") {
     CHECK(find(ready, fd)->readable);
 }
 
+TEST_CASE("modify with old and new interests adds, changes, removes and re-adds a descriptor") {
+    auto backend = new_backend();
+    auto pair = connected_pair(Transport::unix_stream);
+    const int fd = pair.a.get();
+    write_all(pair.b.get(), "pending");  // readable and writable from here on
+
+    REQUIRE(backend->modify(fd, Interest::none, Interest::read));  // add
+    auto ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK(ready[0].fd == fd);
+    CHECK(ready[0].readable);
+    CHECK_FALSE(ready[0].writable);
+
+    REQUIRE(backend->modify(fd, Interest::read, Interest::both));  // change: write comes on
+    ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK(ready[0].readable);
+    CHECK(ready[0].writable);
+
+    REQUIRE(backend->modify(fd, Interest::both, Interest::write));  // change: read goes off
+    ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK_FALSE(ready[0].readable);
+    CHECK(ready[0].writable);
+
+    REQUIRE(backend->modify(fd, Interest::write, Interest::none));  // remove
+    CHECK(poll_now(*backend).empty());
+
+    REQUIRE(backend->modify(fd, Interest::none, Interest::read));  // re-add
+    ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK(ready[0].fd == fd);
+    CHECK(ready[0].readable);
+    CHECK_FALSE(ready[0].writable);
+    REQUIRE(backend->modify(fd, Interest::read, Interest::none));
+}
+
+TEST_CASE("an old interest that contradicts the backend's set is refused and changes nothing") {
+    auto backend = new_backend();
+    auto pair = connected_pair(Transport::unix_stream);
+    const int fd = pair.a.get();
+    write_all(pair.b.get(), "x");
+    // poll and select see the mismatch in their own arguments; epoll's kernel does (ENOENT, EEXIST).
+    const auto refused = [](const Result<void>& result) {
+        if (result.has_value()) {
+            return false;
+        }
+        const std::error_code code = result.error().code;
+        return code == errc::bad_argument || code == std::errc::no_such_file_or_directory ||
+               code == std::errc::file_exists;
+    };
+    CHECK(refused(backend->modify(fd, Interest::read, Interest::none)));  // never added
+    CHECK(refused(backend->modify(fd, Interest::read, Interest::both)));
+    CHECK(poll_now(*backend).empty());
+
+    REQUIRE(backend->modify(fd, Interest::none, Interest::read));
+    CHECK(refused(backend->modify(fd, Interest::none, Interest::write)));  // already in the set
+    const auto ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK(ready[0].readable);
+    CHECK_FALSE(ready[0].writable);  // still read only
+    REQUIRE(backend->modify(fd, Interest::read, Interest::none));
+}
+
 TEST_CASE("removed then closed: the descriptor is forgotten") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::unix_stream);
