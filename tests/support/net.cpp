@@ -38,6 +38,14 @@ BackendKind backend_under_test() {
     return *kind;
 }
 
+std::unique_ptr<Backend> new_backend() {
+    auto backend = make_backend(backend_under_test());
+    if (!backend) {
+        throw std::runtime_error(backend.error().message());
+    }
+    return std::move(backend).value();
+}
+
 SocketPair connected_pair(Transport transport) {
     if (transport == Transport::unix_stream) {
         int fds[2];

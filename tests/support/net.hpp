@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "echoplex/io/backend.hpp"
@@ -16,6 +17,9 @@ namespace echoplex::test {
 // ECHOPLEX_BACKEND from the environment (meson registers each suite once per backend), or the
 // default backend when unset. An unknown name fails the test run loudly.
 BackendKind backend_under_test();
+
+// make_backend(backend_under_test()); throws std::runtime_error with the Error's message if that fails.
+std::unique_ptr<Backend> new_backend();
 
 struct SocketPair {
     UniqueFd a;
