@@ -5,8 +5,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
@@ -70,6 +72,22 @@ SocketPair connected_pair(Transport transport) {
     const int one = 1;
     ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return {std::move(client), std::move(server)};
+}
+
+UniqueFd duplicate_at_or_above(int fd, int lowest) {
+    rlimit limit{};
+    checked(::getrlimit(RLIMIT_NOFILE, &limit), "getrlimit");
+    const auto wanted = static_cast<rlim_t>(lowest) + 1024;
+    if (limit.rlim_cur < wanted) {
+        rlimit raised = limit;
+        raised.rlim_cur = std::min(wanted, limit.rlim_max);
+        ::setrlimit(RLIMIT_NOFILE, &raised);
+        checked(::getrlimit(RLIMIT_NOFILE, &limit), "getrlimit");
+    }
+    if (limit.rlim_cur <= static_cast<rlim_t>(lowest)) {
+        return UniqueFd();
+    }
+    return UniqueFd(checked(::fcntl(fd, F_DUPFD_CLOEXEC, lowest), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void set_linger_zero(int fd) {

@@ -31,6 +31,11 @@ enum class Transport { unix_stream, tcp_loopback };
 // port. Failures throw std::system_error (a test helper may; the library may not).
 SocketPair connected_pair(Transport transport);
 
+// A close-on-exec duplicate of `fd` numbered `lowest` or above (select cannot take FD_SETSIZE),
+// raising the soft RLIMIT_NOFILE towards the hard limit when it must. An empty UniqueFd when the
+// limit leaves no room: the caller reports the test skipped.
+UniqueFd duplicate_at_or_above(int fd, int lowest);
+
 // Makes the next close of `fd` send RST instead of FIN (SO_LINGER with a zero timeout).
 void set_linger_zero(int fd);
 

@@ -1,9 +1,7 @@
 // The backend contract, written once and run unchanged against every backend: meson registers
 // this executable once per backend name with ECHOPLEX_BACKEND set (see tests/meson.build).
-#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
-
-#include <fcntl.h>
 
 #include <algorithm>
 #include <array>
@@ -287,21 +285,12 @@ TEST_CASE("descriptors are accepted below fd_limit and refused at or above it") 
     auto pair = connected_pair(Transport::unix_stream);
     CHECK(backend->modify(-1, Interest::none, Interest::read).error().code == errc::fd_out_of_range);
 
-    rlimit limit{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
-    const rlim_t wanted = 2048;
-    if (limit.rlim_cur < wanted) {
-        rlimit raised = limit;
-        raised.rlim_cur = std::min<rlim_t>(wanted, limit.rlim_max);
-        ::setrlimit(RLIMIT_NOFILE, &raised);
-        REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
-    }
-    if (limit.rlim_cur <= static_cast<rlim_t>(FD_SETSIZE)) {
-        MESSAGE("skipped: RLIMIT_NOFILE cannot be raised above FD_SETSIZE (", limit.rlim_cur, ")");
+    // A descriptor numbered at FD_SETSIZE: the first that select cannot take.
+    const UniqueFd high = duplicate_at_or_above(pair.a.get(), FD_SETSIZE);
+    if (!high) {
+        MESSAGE("skipped: RLIMIT_NOFILE cannot be raised above FD_SETSIZE");
         return;
     }
-    // A descriptor numbered at FD_SETSIZE: the first that select cannot take.
-    UniqueFd high(::fcntl(pair.a.get(), F_DUPFD_CLOEXEC, FD_SETSIZE));
     REQUIRE(high.get() >= FD_SETSIZE);
     auto watched = backend->modify(high.get(), Interest::none, Interest::read);
     if (high.get() >= backend->fd_limit()) {
