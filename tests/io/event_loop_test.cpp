@@ -1,10 +1,14 @@
-// The event loop over each backend: dispatch by interest, descriptors closed or reused within a
-// batch, timers, deferred work and signals. meson registers it once per backend (ECHOPLEX_BACKEND).
+// The event loop over each backend: dispatch by interest, the backend called only for a real
+// change, fd_limit refused, descriptors closed or reused within a batch, timers bounding the wait,
+// deferred work and signals. meson registers it once per backend (ECHOPLEX_BACKEND).
 #include "echoplex/io/event_loop.hpp"
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <limits>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +22,65 @@ namespace {
 using namespace std::chrono_literals;
 
 std::unique_ptr<EventLoop> new_loop() { return std::make_unique<EventLoop>(new_backend()); }
+
+const char* spelling(Interest interest) {
+    switch (interest) {
+    case Interest::none: return "none";
+    case Interest::read: return "read";
+    case Interest::write: return "write";
+    case Interest::both: return "both";
+    }
+    return "?";
+}
+
+// What a RecordingBackend was asked, kept outside it: the loop owns the backend.
+struct BackendLog {
+    struct Change {
+        int fd;
+        Interest from;
+        Interest to;
+    };
+    std::vector<Change> changes;                                  // every modify, in order
+    std::vector<std::optional<std::chrono::milliseconds>> waits;  // every wait's timeout
+    int fd_limit = std::numeric_limits<int>::max();               // if below the real backend's
+    bool refuse = false;                                          // modify fails, forwarding nothing
+
+    // "none->read read->both": every modify so far; one for a descriptor other than `fd` names it.
+    std::string transitions(int fd) const {
+        std::string out;
+        for (const Change& c : changes) {
+            out += out.empty() ? "" : " ";
+            out += c.fd == fd ? "" : "fd " + std::to_string(c.fd) + ":";
+            out += std::string(spelling(c.from)) + "->" + spelling(c.to);
+        }
+        return out;
+    }
+};
+
+// The backend under test behind a recorder: every modify and wait is logged, then forwarded
+// unchanged (unless the log says refuse).
+class RecordingBackend final : public Backend {
+public:
+    explicit RecordingBackend(BackendLog& log) : real_(new_backend()), log_(log) {}
+
+    BackendKind kind() const noexcept override { return real_->kind(); }
+    int fd_limit() const noexcept override { return std::min(real_->fd_limit(), log_.fd_limit); }
+    Result<void> modify(int fd, Interest old_interest, Interest new_interest) override {
+        log_.changes.push_back({fd, old_interest, new_interest});
+        if (log_.refuse) {
+            return Error{"modify", make_error_code(errc::bad_argument), "(refused by the test)"};
+        }
+        return real_->modify(fd, old_interest, new_interest);
+    }
+    Result<std::span<const Readiness>> wait(std::optional<std::chrono::milliseconds> timeout) override {
+        log_.waits.push_back(timeout);
+        return real_->wait(timeout);
+    }
+
+private:
+    std::unique_ptr<Backend> real_;
+    BackendLog& log_;
+};
 
 TEST_CASE("the loop calls the handler for the direction it is interested in") {
     auto loop = new_loop();
@@ -208,6 +271,155 @@ TEST_CASE("SIGINT and SIGTERM are delivered through the loop, and dispositions a
     struct sigaction after {};
     REQUIRE(::sigaction(SIGTERM, nullptr, &after) == 0);
     CHECK(reinterpret_cast<void*>(after.sa_handler) == reinterpret_cast<void*>(before.sa_handler));
+}
+
+TEST_CASE("set_interest calls the backend only when the mask changes, with the old and the new mask") {
+    BackendLog log;
+    EventLoop loop(std::make_unique<RecordingBackend>(log));
+    auto pair = connected_pair(Transport::unix_stream);
+    const int fd = pair.a.get();
+    RecordingHandler handler;
+
+    REQUIRE(loop.watch(fd, handler, Interest::read));
+    CHECK(log.transitions(fd) == "none->read");
+    REQUIRE(loop.set_interest(fd, Interest::read));     // the same mask: no call
+    REQUIRE(loop.watch(fd, handler, Interest::read));   // the same handler and mask: no call
+    CHECK(log.transitions(fd) == "none->read");
+
+    REQUIRE(loop.set_interest(fd, Interest::both));
+    REQUIRE(loop.watch(fd, handler, Interest::write));  // the same handler: a change
+    REQUIRE(loop.set_interest(fd, Interest::none));
+    REQUIRE(loop.set_interest(fd, Interest::none));
+    REQUIRE(loop.set_interest(fd, Interest::write));
+    CHECK(log.transitions(fd) == "none->read read->both both->write write->none none->write");
+    // The backend really holds what it was told: the socket is writable, so write is reported.
+    CHECK(run_until(loop, [&] { return handler.writable_calls > 0; }));
+    CHECK(handler.readable_calls == 0);
+
+    loop.unwatch(fd);
+    loop.unwatch(fd);  // already forgotten: no call
+    CHECK(log.transitions(fd) == "none->read read->both both->write write->none none->write write->none");
+
+    // Watched with none, the descriptor is not in the backend's set: neither watch nor unwatch
+    // calls it; the first real interest adds it.
+    log.changes.clear();
+    REQUIRE(loop.watch(fd, handler, Interest::none));
+    loop.unwatch(fd);
+    CHECK(log.transitions(fd).empty());
+    REQUIRE(loop.watch(fd, handler, Interest::none));
+    REQUIRE(loop.set_interest(fd, Interest::read));
+    loop.unwatch(fd);
+    CHECK(log.transitions(fd) == "none->read read->none");
+}
+
+TEST_CASE("a change the backend refuses leaves the loop's interest as it was") {
+    BackendLog log;
+    EventLoop loop(std::make_unique<RecordingBackend>(log));
+    auto pair = connected_pair(Transport::unix_stream);
+    RecordingHandler handler;
+    REQUIRE(loop.watch(pair.a.get(), handler, Interest::read));
+
+    log.refuse = true;
+    CHECK_FALSE(loop.set_interest(pair.a.get(), Interest::both).has_value());
+    CHECK(loop.interest(pair.a.get()) == Interest::read);
+    CHECK_FALSE(loop.watch(pair.b.get(), handler, Interest::read).has_value());
+    CHECK_FALSE(loop.watched(pair.b.get()));
+
+    log.refuse = false;
+    REQUIRE(loop.set_interest(pair.a.get(), Interest::both));  // the old mask is still read
+    CHECK(loop.interest(pair.a.get()) == Interest::both);
+    const std::string b = "fd " + std::to_string(pair.b.get()) + ":";
+    CHECK(log.transitions(pair.a.get()) == "none->read read->both " + b + "none->read read->both");
+    loop.unwatch(pair.a.get());
+}
+
+TEST_CASE("the loop refuses a descriptor outside [0, fd_limit) with fd_out_of_range, whatever the interest") {
+    auto pair = connected_pair(Transport::unix_stream);
+    const int fd = pair.a.get();
+    {
+        BackendLog log;
+        log.fd_limit = fd;  // fd is the first descriptor this backend cannot take
+        EventLoop loop(std::make_unique<RecordingBackend>(log));
+        RecordingHandler handler;
+        for (const Interest want : {Interest::none, Interest::read, Interest::write, Interest::both}) {
+            CAPTURE(spelling(want));
+            for (const int refused_fd : {fd, -1}) {
+                CAPTURE(refused_fd);
+                const auto refused = loop.watch(refused_fd, handler, want);
+                REQUIRE_FALSE(refused.has_value());
+                CHECK(refused.error().code == errc::fd_out_of_range);
+                CHECK_FALSE(loop.watched(refused_fd));
+            }
+        }
+        CHECK(log.changes.empty());  // refused before the backend was asked
+        log.fd_limit = fd + 1;       // one more, and it fits
+        REQUIRE(loop.watch(fd, handler, Interest::none));
+        CHECK(loop.watched(fd));
+        loop.unwatch(fd);
+    }
+
+    // The real limit: only select has one that a descriptor can reach.
+    auto loop = new_loop();
+    const int limit = loop->backend().fd_limit();
+    if (limit == std::numeric_limits<int>::max()) {
+        MESSAGE("no real limit to reach: ", backend_name(loop->backend().kind()), " takes any descriptor");
+        return;
+    }
+    const UniqueFd high = duplicate_at_or_above(fd, limit);
+    if (!high) {
+        MESSAGE("skipped: RLIMIT_NOFILE cannot be raised above ", limit);
+        return;
+    }
+    RecordingHandler handler;
+    const auto refused = loop->watch(high.get(), handler, Interest::none);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == errc::fd_out_of_range);
+    CHECK(refused.error().message().find("out of range") != std::string::npos);
+    CHECK_FALSE(loop->watched(high.get()));
+}
+
+TEST_CASE("run_once's timeout is bounded by the nearest timer, or by max_wait when that is nearer") {
+    BackendLog log;
+    EventLoop loop(std::make_unique<RecordingBackend>(log));
+    // A readable descriptor that is never drained ends every wait at once: only the timeout each
+    // wait was given is under test, and no test waits 30 s for it.
+    auto pair = connected_pair(Transport::unix_stream);
+    RecordingHandler handler;
+    REQUIRE(loop.watch(pair.a.get(), handler, Interest::read));
+    write_all(pair.b.get(), "never read");
+    // The last wait's timeout in milliseconds; -1 for a wait without one.
+    const auto last_wait_ms = [&]() -> std::int64_t {
+        return log.waits.empty() || !log.waits.back() ? -1 : log.waits.back()->count();
+    };
+
+    REQUIRE(loop.run_once());  // no timers, no max_wait: the wait may block
+    CHECK(last_wait_ms() == -1);
+
+    const TimerId nearest = loop.add_timer(30s, [] {});
+    const TimerId later = loop.add_timer(60s, [] {});
+    REQUIRE(loop.run_once(10min));
+    // At most the 30 s left; the lower bound leaves a slow machine a second between the calls.
+    CHECK(last_wait_ms() <= 30'000);
+    CHECK(last_wait_ms() > 29'000);
+
+    REQUIRE(loop.run_once());  // no max_wait: the timer alone bounds the wait
+    CHECK(last_wait_ms() <= 30'000);
+    CHECK(last_wait_ms() > 29'000);
+
+    REQUIRE(loop.run_once(5ms));  // max_wait nearer than any timer
+    CHECK(last_wait_ms() == 5);
+
+    CHECK(loop.cancel_timer(nearest));  // the next one bounds the wait now
+    REQUIRE(loop.run_once(10min));
+    CHECK(last_wait_ms() <= 60'000);
+    CHECK(last_wait_ms() > 59'000);
+
+    CHECK(loop.cancel_timer(later));
+    REQUIRE(loop.run_once());
+    CHECK(last_wait_ms() == -1);
+    CHECK(handler.readable_calls == 6);  // every wait did end at once, on the descriptor
+    CHECK(log.waits.size() == 6);
+    loop.unwatch(pair.a.get());
 }
 
 }  // namespace
