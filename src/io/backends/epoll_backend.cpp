@@ -60,10 +60,11 @@ Result<void> EpollBackend::modify(int fd, Interest old_interest, Interest new_in
     // epoll always reports EPOLLHUP/EPOLLERR, even for an empty mask; level-triggered, a hung-up
     // descriptor with no interest would wake every wait. So "none" is out of the kernel's list.
     if (new_interest == Interest::none) {
-        // DEL fails with ENOENT if fd is not in the list (never added, or a wrong old_interest) and
-        // with EBADF if the number is already closed. Closing removed the registration only if no
-        // duplicate of the descriptor was left open; otherwise it is still in the list, reported
-        // under the old data, and no DEL by number can reach it any more (epoll(7), Q6).
+        // DEL fails with EBADF if the number is closed, and with ENOENT if it is not in the list:
+        // never added, a wrong old_interest, or closed and reused for another file. Closing took
+        // the old registration out only if no duplicate of that open file was left; otherwise it
+        // is still in the list, still reported under its old data, and a DEL of the number no
+        // longer reaches it (epoll(7), Q6). Hence the contract: remove before close.
         if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) < 0) {
             return Error::from_errno("epoll_ctl(DEL)");
         }
