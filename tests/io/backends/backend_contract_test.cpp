@@ -198,6 +198,22 @@ TEST_CASE("removed then closed: the descriptor is forgotten") {
     CHECK(ready[0].fd == other.a.get());
 }
 
+TEST_CASE("removing the highest descriptor leaves the lower ones reported") {
+    auto backend = new_backend();
+    auto low = connected_pair(Transport::unix_stream);
+    auto high = connected_pair(Transport::unix_stream);
+    REQUIRE(low.a.get() < high.a.get());
+    REQUIRE(backend->modify(low.a.get(), Interest::none, Interest::read));
+    REQUIRE(backend->modify(high.a.get(), Interest::none, Interest::read));
+    write_all(low.b.get(), "low");
+    write_all(high.b.get(), "high");
+    REQUIRE(backend->modify(high.a.get(), Interest::read, Interest::none));  // select: max_fd walks down
+    const auto ready = poll_now(*backend);
+    REQUIRE(ready.size() == 1);
+    CHECK(ready[0].fd == low.a.get());
+    CHECK(ready[0].readable);
+}
+
 TEST_CASE("peer close is reported as readable and read returns 0") {
     auto backend = new_backend();
     auto pair = connected_pair(Transport::tcp_loopback);
