@@ -187,6 +187,9 @@ TEST_CASE("a descriptor number reused within a batch gets no stale callback") {
 TEST_CASE("timers fire in deadline order and cancelled ones never fire") {
     auto loop = new_loop();
     std::vector<int> fired;
+    // Taken before the timers are added: each deadline counts from its own add_timer call, so a
+    // later start would shorten the 30 ms by however long this thread was descheduled.
+    const auto start = Clock::now();
     loop->add_timer(30ms, [&] { fired.push_back(3); });
     loop->add_timer(10ms, [&] { fired.push_back(1); });
     const TimerId cancelled = loop->add_timer(20ms, [&] { fired.push_back(99); });
@@ -196,7 +199,6 @@ TEST_CASE("timers fire in deadline order and cancelled ones never fire") {
     cancelled_by_peer = loop->add_timer(25ms, [&] { fired.push_back(98); });
     CHECK(loop->cancel_timer(cancelled));
     CHECK_FALSE(loop->cancel_timer(cancelled));
-    const auto start = Clock::now();
     // No descriptors at all: only the timer deadlines can end these waits.
     CHECK(run_until(*loop, [&] { return fired.size() == 3; }, 100, 1000ms));
     CHECK(fired == std::vector<int>{1, 2, 3});
