@@ -3,6 +3,8 @@
 
 #include <cassert>
 
+#include <fmt/format.h>
+
 namespace echoplex {
 
 // Reads the self-pipe and hands each signal to the callbacks registered with on_signal.
@@ -52,7 +54,13 @@ EventLoop::Slot* EventLoop::live_slot(int fd) noexcept {
 }
 
 Result<void> EventLoop::watch(int fd, IoHandler& handler, Interest want) {
-    if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size()) {
+    // Checked here rather than left to the backend, so that a descriptor watched with
+    // Interest::none (the backend does not hear of it until its interest changes) is refused too.
+    if (fd < 0 || fd >= backend_->fd_limit()) {
+        return Error{"watch", make_error_code(errc::fd_out_of_range),
+                     fmt::format("(fd {}; {} watches 0..{})", fd, backend_name(backend_->kind()), backend_->fd_limit() - 1)};
+    }
+    if (static_cast<std::size_t>(fd) < slots_.size()) {
         const Slot& existing = slots_[static_cast<std::size_t>(fd)];
         if (existing.handler == &handler) {
             return set_interest(fd, want);
@@ -61,8 +69,10 @@ Result<void> EventLoop::watch(int fd, IoHandler& handler, Interest want) {
             return Error{"watch", make_error_code(errc::bad_argument), "(descriptor already watched)"};
         }
     }
-    if (auto added = backend_->watch(fd, want); !added) {
-        return added;
+    if (want != Interest::none) {
+        if (auto added = backend_->modify(fd, Interest::none, want); !added) {
+            return added;
+        }
     }
     if (static_cast<std::size_t>(fd) >= slots_.size()) {
         slots_.resize(static_cast<std::size_t>(fd) + 1);
@@ -79,7 +89,7 @@ Result<void> EventLoop::set_interest(int fd, Interest want) {
     if (slot.interest == want) {
         return {};
     }
-    if (auto changed = backend_->watch(fd, want); !changed) {
+    if (auto changed = backend_->modify(fd, slot.interest, want); !changed) {
         return changed;
     }
     slot.interest = want;
@@ -99,8 +109,14 @@ void EventLoop::unwatch(int fd) noexcept {
     if (!watched(fd)) {
         return;
     }
-    backend_->unwatch(fd);
-    slots_[static_cast<std::size_t>(fd)] = Slot{};
+    Slot& slot = slots_[static_cast<std::size_t>(fd)];
+    if (slot.interest != Interest::none) {
+        // Removing a descriptor that is still open does not fail. A failure means the caller closed
+        // it first (see Backend's contract): nothing left here can take it out of the kernel's
+        // set, and forgetting the slot is still right, so the error is dropped.
+        (void)backend_->modify(fd, slot.interest, Interest::none);
+    }
+    slot = Slot{};
 }
 
 TimerId EventLoop::add_timer(Clock::duration delay, std::function<void()> callback) {

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -54,6 +55,14 @@ UniqueFd connect_loopback(std::uint16_t port) {
     return client;
 }
 
+std::unique_ptr<Backend> new_backend() {
+    auto backend = make_backend(backend_under_test());
+    if (!backend) {
+        throw std::runtime_error(backend.error().message());
+    }
+    return std::move(backend).value();
+}
+
 SocketPair connected_pair(Transport transport) {
     if (transport == Transport::unix_stream) {
         int fds[2];
@@ -78,6 +87,22 @@ SocketPair connected_pair(Transport transport) {
     const int one = 1;
     ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return {std::move(client), std::move(server)};
+}
+
+UniqueFd duplicate_at_or_above(int fd, int lowest) {
+    rlimit limit{};
+    checked(::getrlimit(RLIMIT_NOFILE, &limit), "getrlimit");
+    const auto wanted = static_cast<rlim_t>(lowest) + 1024;
+    if (limit.rlim_cur < wanted) {
+        rlimit raised = limit;
+        raised.rlim_cur = std::min(wanted, limit.rlim_max);
+        ::setrlimit(RLIMIT_NOFILE, &raised);
+        checked(::getrlimit(RLIMIT_NOFILE, &limit), "getrlimit");
+    }
+    if (limit.rlim_cur <= static_cast<rlim_t>(lowest)) {
+        return UniqueFd();
+    }
+    return UniqueFd(checked(::fcntl(fd, F_DUPFD_CLOEXEC, lowest), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void set_linger_zero(int fd) {

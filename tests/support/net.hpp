@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "echoplex/io/backend.hpp"
@@ -17,6 +18,9 @@ namespace echoplex::test {
 // default backend when unset. An unknown name fails the test run loudly.
 BackendKind backend_under_test();
 
+// make_backend(backend_under_test()); throws std::runtime_error with the Error's message if that fails.
+std::unique_ptr<Backend> new_backend();
+
 struct SocketPair {
     UniqueFd a;
     UniqueFd b;
@@ -26,6 +30,11 @@ enum class Transport { unix_stream, tcp_loopback };
 // Both ends non-blocking and close-on-exec. tcp_loopback connects over 127.0.0.1 on an ephemeral
 // port. Failures throw std::system_error (a test helper may; the library may not).
 SocketPair connected_pair(Transport transport);
+
+// A close-on-exec duplicate of `fd` numbered `lowest` or above (select cannot take FD_SETSIZE),
+// raising the soft RLIMIT_NOFILE towards the hard limit when it must. An empty UniqueFd when the
+// limit leaves no room: the caller reports the test skipped.
+UniqueFd duplicate_at_or_above(int fd, int lowest);
 
 // Makes the next close of `fd` send RST instead of FIN (SO_LINGER with a zero timeout).
 void set_linger_zero(int fd);

@@ -38,19 +38,26 @@ struct Readiness {
 
 // The contract every backend keeps:
 //  - Level-triggered: a descriptor is reported on every wait for as long as it stays ready.
-//  - watch(fd, want) adds `fd` or changes its interest; repeating the current interest is harmless.
-//    Interest::none keeps the registration but reports nothing for the descriptor, not even a
-//    hangup (poll and epoll report hangups unasked; the backends take such a descriptor out of
-//    the kernel's set so that it cannot wake the loop over and over).
-//  - unwatch(fd) forgets `fd`; call it before close(2), because an epoll registration follows the
-//    open file, not the number, and outlives close while a duplicate of the descriptor exists.
-//    Unwatching an unknown descriptor is a no-op.
-//  - A descriptor outside [0, fd_limit()) is refused with errc::fd_out_of_range: never undefined
-//    behaviour (FD_SET beyond FD_SETSIZE writes out of bounds).
-//  - wait(timeout) blocks until at least one watched descriptor is ready, the timeout passes
+//  - modify(fd, old_interest, new_interest) is the only mutation. The caller owns the one
+//    per-descriptor table (EventLoop's slots) and passes what it last gave the backend for `fd`
+//    and what it wants now; the backend keeps no copy of interests. Interest::none means "not in
+//    the kernel's set": modify(fd, none, read) adds, modify(fd, read, none) removes,
+//    modify(fd, read, both) changes, and old == new does nothing. A descriptor at none reports
+//    nothing, not even a hangup (poll and epoll report hangups unasked, so none leaves the
+//    kernel's set instead of staying in it with an empty mask).
+//  - An old_interest other than what the backend was last given for `fd` is the caller's bug; the
+//    backend refuses it where it can tell (epoll: the kernel's EEXIST or ENOENT; poll and select:
+//    errc::bad_argument) and never reaches undefined behaviour.
+//  - Remove a descriptor (modify to none) before close(2). Afterwards its number names nothing the
+//    backend can remove: an epoll registration follows the open file, not the number, and outlives
+//    close while a duplicate of the descriptor exists (epoll(7), Q6), still reported but out of
+//    EPOLL_CTL_DEL's reach; poll reports POLLNVAL for it on every wait; select fails with EBADF.
+//  - A descriptor outside [0, fd_limit()) is refused with errc::fd_out_of_range, whatever the
+//    interests: never undefined behaviour (FD_SET beyond FD_SETSIZE writes out of bounds).
+//  - wait(timeout) blocks until at least one descriptor in the set is ready, the timeout passes
 //    (nullopt: no timeout) or a signal interrupts it. Timeout and EINTR give an empty span, not an
-//    error. The span lives in the backend and stays valid until the next wait; watch and
-//    unwatch calls in between do not disturb it.
+//    error. The span lives in the backend and stays valid until the next wait; modify calls in
+//    between do not disturb it.
 //    A descriptor appears at most once per wait.
 //  - The backend never calls user code, never owns descriptors and never aborts; failures come
 //    back as Error with the system call that failed.
@@ -67,8 +74,11 @@ public:
     // and epoll the mechanism has no limit of its own (RLIMIT_NOFILE bounds the descriptors).
     virtual int fd_limit() const noexcept = 0;
 
-    [[nodiscard]] virtual Result<void> watch(int fd, Interest want) = 0;
-    virtual void unwatch(int fd) noexcept = 0;
+    // Moves `fd` from old_interest to new_interest (see the contract above). Fails with
+    // errc::fd_out_of_range, errc::bad_argument for an old_interest the backend knows is wrong, or
+    // the system call that failed (epoll_ctl(ADD|MOD|DEL)); on failure the set is as it was.
+    [[nodiscard]] virtual Result<void> modify(int fd, Interest old_interest, Interest new_interest) = 0;
+
     [[nodiscard]] virtual Result<std::span<const Readiness>> wait(
         std::optional<std::chrono::milliseconds> timeout) = 0;
 };

@@ -32,20 +32,23 @@ public:
 
     // Starts watching `fd` with `handler` (not owned; must stay alive until unwatch). A descriptor
     // watched inside a batch gets no callback before the next batch, so a number reused by accept
-    // never receives events that were meant for the descriptor it replaced.
-    // Fails with the backend's error (select: errc::fd_out_of_range), or errc::bad_argument if
-    // `fd` is already watched by another handler.
+    // never receives events that were meant for the descriptor it replaced. With Interest::none
+    // the backend does not hear of `fd` until set_interest gives it an interest.
+    // Fails with errc::fd_out_of_range for `fd` outside [0, backend().fd_limit()) (select: at or
+    // above FD_SETSIZE), whatever `want` is; errc::bad_argument if `fd` is already watched by
+    // another handler; or the backend's error.
     [[nodiscard]] Result<void> watch(int fd, IoHandler& handler, Interest want);
 
-    // Changes the interest of a watched descriptor; calls the backend only when it differs.
+    // Changes the interest of a watched descriptor; calls the backend (modify(fd, old, want)) only
+    // when it differs. On failure the interest stays what it was.
     [[nodiscard]] Result<void> set_interest(int fd, Interest want);
 
     // Interest::none for descriptors not watched.
     Interest interest(int fd) const noexcept;
     bool watched(int fd) const noexcept;
 
-    // Forgets `fd`; call before closing it. Events already collected for it in the current batch
-    // are dropped. Unknown descriptors are ignored.
+    // Forgets `fd` (the backend gets modify(fd, current, none)); call before closing it. Events
+    // already collected for it in the current batch are dropped. Unknown descriptors are ignored.
     void unwatch(int fd) noexcept;
 
     // One-shot timers on the monotonic clock; the nearest deadline bounds the wait.
@@ -80,7 +83,7 @@ public:
 private:
     struct Slot {
         IoHandler* handler = nullptr;
-        Interest interest = Interest::none;
+        Interest interest = Interest::none;  // what the backend was last given for this fd
         std::uint64_t watched_in_batch = 0;
     };
     class SignalHandler;
@@ -91,7 +94,9 @@ private:
     std::optional<std::chrono::milliseconds> wait_bound(std::optional<std::chrono::milliseconds> max_wait);
 
     std::unique_ptr<Backend> backend_;
-    std::vector<Slot> slots_;  // indexed by fd
+    // Indexed by fd: the one per-descriptor table. The backend keeps no copy of the interests;
+    // modify() is told the old interest from here and the new one.
+    std::vector<Slot> slots_;
     TimerQueue timers_;
     std::vector<std::function<void()>> deferred_;
     std::unique_ptr<SignalWatcher> signals_;

@@ -25,6 +25,17 @@ std::uint32_t epoll_mask(Interest want) noexcept {
     return mask;
 }
 
+// The kernel hands epoll_event.data back untouched with every report, so it carries both the
+// descriptor and the interest it was registered with: wait() filters EPOLLERR/EPOLLHUP to the
+// requested directions without a table of its own. fd >= 0 fits the low 32 bits.
+constexpr std::uint64_t pack(int fd, Interest want) noexcept {
+    return static_cast<std::uint32_t>(fd) | std::uint64_t{static_cast<std::uint8_t>(want)} << 32U;
+}
+constexpr int unpacked_fd(std::uint64_t data) noexcept { return static_cast<int>(data & 0xffff'ffffU); }
+constexpr Interest unpacked_interest(std::uint64_t data) noexcept {
+    return static_cast<Interest>(static_cast<std::uint8_t>(data >> 32U));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Backend>> EpollBackend::create() {
@@ -39,47 +50,34 @@ EpollBackend::EpollBackend(UniqueFd epoll_fd) : epoll_fd_(std::move(epoll_fd)), 
 
 int EpollBackend::fd_limit() const noexcept { return std::numeric_limits<int>::max(); }
 
-Result<void> EpollBackend::watch(int fd, Interest want) {
+Result<void> EpollBackend::modify(int fd, Interest old_interest, Interest new_interest) {
     if (fd < 0) {
         return Error{"epoll_ctl", make_error_code(errc::fd_out_of_range)};
     }
-    const auto slot = static_cast<std::size_t>(fd);
-    if (slot >= registered_.size()) {
-        registered_.resize(slot + 1, Interest::none);
-    }
-    const Interest had = registered_[slot];
-    if (had == want) {
+    if (old_interest == new_interest) {
         return {};
     }
     // epoll always reports EPOLLHUP/EPOLLERR, even for an empty mask; level-triggered, a hung-up
-    // descriptor with no interest would wake every wait. So "none" leaves the kernel's list.
-    if (want == Interest::none) {
+    // descriptor with no interest would wake every wait. So "none" is out of the kernel's list.
+    if (new_interest == Interest::none) {
+        // DEL fails with EBADF if the number is closed, and with ENOENT if it is not in the list:
+        // never added, a wrong old_interest, or closed and reused for another file. Closing took
+        // the old registration out only if no duplicate of that open file was left; otherwise it
+        // is still in the list, still reported under its old data, and a DEL of the number no
+        // longer reaches it (epoll(7), Q6). Hence the contract: remove before close.
         if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr) < 0) {
             return Error::from_errno("epoll_ctl(DEL)");
         }
-    } else {
-        epoll_event ev{};
-        ev.events = epoll_mask(want);
-        ev.data.fd = fd;
-        const bool add = had == Interest::none;
-        if (::epoll_ctl(epoll_fd_.get(), add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) < 0) {
-            return Error::from_errno(add ? "epoll_ctl(ADD)" : "epoll_ctl(MOD)");
-        }
+        return {};
     }
-    registered_[slot] = want;
+    epoll_event ev{};
+    ev.events = epoll_mask(new_interest);
+    ev.data.u64 = pack(fd, new_interest);
+    const bool add = old_interest == Interest::none;
+    if (::epoll_ctl(epoll_fd_.get(), add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) < 0) {
+        return Error::from_errno(add ? "epoll_ctl(ADD)" : "epoll_ctl(MOD)");
+    }
     return {};
-}
-
-void EpollBackend::unwatch(int fd) noexcept {
-    if (fd < 0 || static_cast<std::size_t>(fd) >= registered_.size()) {
-        return;
-    }
-    auto& had = registered_[static_cast<std::size_t>(fd)];
-    if (had != Interest::none) {
-        // Fails only if the caller already closed fd, in which case the kernel dropped it.
-        ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-        had = Interest::none;
-    }
 }
 
 Result<std::span<const Readiness>> EpollBackend::wait(std::optional<std::chrono::milliseconds> timeout) {
@@ -93,12 +91,13 @@ Result<std::span<const Readiness>> EpollBackend::wait(std::optional<std::chrono:
     }
     for (int i = 0; i < n; ++i) {
         const epoll_event& ev = events_[static_cast<std::size_t>(i)];
-        const Interest want = registered_[static_cast<std::size_t>(ev.data.fd)];
+        const int fd = unpacked_fd(ev.data.u64);
+        const Interest want = unpacked_interest(ev.data.u64);
         const bool trouble = (ev.events & (EPOLLERR | EPOLLHUP)) != 0;
         const bool r = wants_read(want) && (trouble || (ev.events & EPOLLIN) != 0);
         const bool w = wants_write(want) && (trouble || (ev.events & EPOLLOUT) != 0);
         if (r || w) {
-            ready_.push_back({ev.data.fd, r, w});
+            ready_.push_back({fd, r, w});
         }
     }
     if (static_cast<std::size_t>(n) == events_.size() && events_.size() < max_events) {

@@ -15,15 +15,12 @@ public:
 
     BackendKind kind() const noexcept override { return BackendKind::epoll; }
     int fd_limit() const noexcept override;
-    Result<void> watch(int fd, Interest want) override;
-    void unwatch(int fd) noexcept override;
+    Result<void> modify(int fd, Interest old_interest, Interest new_interest) override;
     Result<std::span<const Readiness>> wait(std::optional<std::chrono::milliseconds> timeout) override;
 
 private:
     explicit EpollBackend(UniqueFd epoll_fd);
 
-    // What the kernel's interest list holds for each fd; Interest::none means "not in it".
-    std::vector<Interest> registered_;
     UniqueFd epoll_fd_;
     std::vector<epoll_event> events_;
     std::vector<Readiness> ready_;

@@ -23,40 +23,40 @@ short poll_events(Interest want) noexcept {
 
 int PollBackend::fd_limit() const noexcept { return std::numeric_limits<int>::max(); }
 
-Result<void> PollBackend::watch(int fd, Interest want) {
+Result<void> PollBackend::modify(int fd, Interest old_interest, Interest new_interest) {
     if (fd < 0) {
         return Error{"poll", make_error_code(errc::fd_out_of_range)};
     }
     const auto slot = static_cast<std::size_t>(fd);
-    if (slot >= position_.size()) {
-        position_.resize(slot + 1, not_watched);
+    // The entry's events (poll's argument, never 0 for a listed fd) show a wrong old_interest,
+    // which would otherwise index entries_ with not_listed.
+    const bool listed = slot < position_.size() && position_[slot] != not_listed;
+    const short had = listed ? entries_[static_cast<std::size_t>(position_[slot])].events : short{0};
+    if (had != poll_events(old_interest)) {
+        return Error{"poll", make_error_code(errc::bad_argument), "(old interest does not match the pollfd entry)"};
     }
-    // poll(2) reports POLLHUP/POLLERR even with events == 0; a negative fd makes the kernel
-    // skip the entry entirely, which is what Interest::none promises. (~fd keeps the number.)
-    const int polled_fd = want == Interest::none ? ~fd : fd;
-    if (position_[slot] == not_watched) {
+    if (old_interest == new_interest) {
+        return {};
+    }
+    if (old_interest == Interest::none) {
+        if (slot >= position_.size()) {
+            position_.resize(slot + 1, not_listed);
+        }
         position_[slot] = static_cast<int>(entries_.size());
-        entries_.push_back(pollfd{polled_fd, poll_events(want), 0});
+        entries_.push_back(pollfd{fd, poll_events(new_interest), 0});
+    } else if (new_interest == Interest::none) {
+        // poll(2) reports POLLHUP/POLLERR even with events == 0, so "none" leaves the array.
+        // Removal moves the last entry into the hole.
+        const auto index = static_cast<std::size_t>(position_[slot]);
+        const pollfd last = entries_.back();
+        entries_[index] = last;
+        position_[static_cast<std::size_t>(last.fd)] = static_cast<int>(index);
+        entries_.pop_back();
+        position_[slot] = not_listed;
     } else {
-        pollfd& entry = entries_[static_cast<std::size_t>(position_[slot])];
-        entry.fd = polled_fd;
-        entry.events = poll_events(want);
+        entries_[static_cast<std::size_t>(position_[slot])].events = poll_events(new_interest);
     }
     return {};
-}
-
-void PollBackend::unwatch(int fd) noexcept {
-    if (fd < 0 || static_cast<std::size_t>(fd) >= position_.size() ||
-        position_[static_cast<std::size_t>(fd)] == not_watched) {
-        return;
-    }
-    const auto index = static_cast<std::size_t>(position_[static_cast<std::size_t>(fd)]);
-    const pollfd last = entries_.back();
-    entries_[index] = last;
-    const int last_fd = last.fd < 0 ? ~last.fd : last.fd;
-    position_[static_cast<std::size_t>(last_fd)] = static_cast<int>(index);
-    entries_.pop_back();
-    position_[static_cast<std::size_t>(fd)] = not_watched;
 }
 
 Result<std::span<const Readiness>> PollBackend::wait(std::optional<std::chrono::milliseconds> timeout) {
@@ -74,8 +74,8 @@ Result<std::span<const Readiness>> PollBackend::wait(std::optional<std::chrono::
             continue;
         }
         --left;
-        // POLLNVAL (fd closed without unwatch) is reported like an error so the owner's next
-        // read/write fails with EBADF and it unwatches; ignoring it would spin the loop.
+        // POLLNVAL (fd closed while still listed) is reported like an error so the owner's next
+        // read/write fails with EBADF and it removes fd; ignoring it would spin the loop.
         const bool trouble = (entry.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
         const bool r = (entry.events & POLLIN) != 0 && (trouble || (entry.revents & POLLIN) != 0);
         const bool w = (entry.events & POLLOUT) != 0 && (trouble || (entry.revents & POLLOUT) != 0);

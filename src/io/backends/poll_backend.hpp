@@ -11,15 +11,16 @@ class PollBackend final : public Backend {
 public:
     BackendKind kind() const noexcept override { return BackendKind::poll; }
     int fd_limit() const noexcept override;
-    Result<void> watch(int fd, Interest want) override;
-    void unwatch(int fd) noexcept override;
+    Result<void> modify(int fd, Interest old_interest, Interest new_interest) override;
     Result<std::span<const Readiness>> wait(std::optional<std::chrono::milliseconds> timeout) override;
 
 private:
-    static constexpr int not_watched = -1;
+    static constexpr int not_listed = -1;
 
-    std::vector<pollfd> entries_;  // dense; removal swaps with the last entry
-    std::vector<int> position_;    // fd -> index in entries_, or not_watched
+    // poll(2)'s argument: one entry per descriptor whose interest is not none, dense (removal
+    // moves the last entry into the hole). position_ finds an fd's entry in it.
+    std::vector<pollfd> entries_;
+    std::vector<int> position_;  // fd -> index in entries_, or not_listed
     std::vector<Readiness> ready_;
 };
 

@@ -3,6 +3,8 @@
 
 #include <sys/time.h>
 
+#include <algorithm>
+
 namespace echoplex::detail {
 
 SelectBackend::SelectBackend() {
@@ -10,40 +12,48 @@ SelectBackend::SelectBackend() {
     FD_ZERO(&write_set_);
 }
 
-Result<void> SelectBackend::watch(int fd, Interest want) {
+Interest SelectBackend::in_sets(int fd) const noexcept {
+    Interest in = Interest::none;
+    if (FD_ISSET(fd, &read_set_)) {
+        in = in | Interest::read;
+    }
+    if (FD_ISSET(fd, &write_set_)) {
+        in = in | Interest::write;
+    }
+    return in;
+}
+
+Result<void> SelectBackend::modify(int fd, Interest old_interest, Interest new_interest) {
     // FD_SET on fd >= FD_SETSIZE writes past the fd_set (glibc's fortified build aborts with
     // "bit out of range"): refuse such descriptors with a typed error instead.
     if (fd < 0 || fd >= FD_SETSIZE) {
         return Error{"select", make_error_code(errc::fd_out_of_range)};
     }
-    if (static_cast<std::size_t>(fd) >= interest_.size()) {
-        interest_.resize(static_cast<std::size_t>(fd) + 1, Interest::none);
+    if (in_sets(fd) != old_interest) {
+        return Error{"select", make_error_code(errc::bad_argument), "(old interest does not match the fd_sets)"};
     }
-    interest_[static_cast<std::size_t>(fd)] = want;
-    if (wants_read(want)) {
+    if (old_interest == new_interest) {
+        return {};
+    }
+    if (wants_read(new_interest)) {
         FD_SET(fd, &read_set_);
     } else {
         FD_CLR(fd, &read_set_);
     }
-    if (wants_write(want)) {
+    if (wants_write(new_interest)) {
         FD_SET(fd, &write_set_);
     } else {
         FD_CLR(fd, &write_set_);
     }
-    if (want != Interest::none && fd > max_fd_) {
-        max_fd_ = fd;
-    }
-    while (max_fd_ >= 0 && interest_[static_cast<std::size_t>(max_fd_)] == Interest::none) {
-        --max_fd_;
+    if (new_interest != Interest::none) {
+        max_fd_ = std::max(max_fd_, fd);
+    } else if (fd == max_fd_) {
+        // The sets themselves say which lower descriptor is still in: walk down to it.
+        while (max_fd_ >= 0 && in_sets(max_fd_) == Interest::none) {
+            --max_fd_;
+        }
     }
     return {};
-}
-
-void SelectBackend::unwatch(int fd) noexcept {
-    if (fd < 0 || static_cast<std::size_t>(fd) >= interest_.size()) {
-        return;
-    }
-    (void)watch(fd, Interest::none);  // cannot fail: fd is in range
 }
 
 Result<std::span<const Readiness>> SelectBackend::wait(std::optional<std::chrono::milliseconds> timeout) {

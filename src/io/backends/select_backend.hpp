@@ -13,16 +13,16 @@ public:
 
     BackendKind kind() const noexcept override { return BackendKind::select; }
     int fd_limit() const noexcept override { return FD_SETSIZE; }
-    Result<void> watch(int fd, Interest want) override;
-    void unwatch(int fd) noexcept override;
+    Result<void> modify(int fd, Interest old_interest, Interest new_interest) override;
     Result<std::span<const Readiness>> wait(std::optional<std::chrono::milliseconds> timeout) override;
 
 private:
-    // select(2) overwrites its sets, so these masters are copied before every call.
+    Interest in_sets(int fd) const noexcept;  // which of the two sets hold fd (in range)
+
+    // select(2)'s arguments; it overwrites them, so these masters are copied before every call.
     fd_set read_set_;
     fd_set write_set_;
-    std::vector<Interest> interest_;  // indexed by fd; none = not in either set
-    int max_fd_ = -1;                 // highest fd with some interest, -1 if none
+    int max_fd_ = -1;  // highest fd in either set, -1 if none
     std::vector<Readiness> ready_;
 };
 
