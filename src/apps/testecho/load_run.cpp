@@ -46,7 +46,7 @@ std::string make_pattern(std::size_t size) {
 class LoadRun {
 public:
     LoadRun(EventLoop& loop, const LoadSettings& settings, const std::vector<Target>& targets, const ProgressFn& progress)
-        : loop_(loop), settings_(settings), targets_(targets), progress_(progress),
+        : loop_(loop), settings_(settings), progress_(progress),
           context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}} {
         if (settings.messages.empty()) {
             pattern_ = make_pattern(settings.size + pattern_spread);
@@ -284,7 +284,6 @@ private:
 
     EventLoop& loop_;
     const LoadSettings& settings_;
-    const std::vector<Target>& targets_;
     const ProgressFn& progress_;
     RunResult result_;
     InterruptPipe interrupts_{*this};
