@@ -126,13 +126,13 @@ public:
 
 private:
     // Sends `text` to everyone else. The policy for a slow reader: when a recipient's output is
-    // full (above its high watermark), the sender's input is held until that recipient has
-    // drained to its low watermark. This batch still goes out (it is at most one read budget,
-    // 64 KiB by default), but nothing more is read from the sender, so TCP flow control stops
-    // its client. A reader that never reads thus costs the server at most its high watermark
-    // plus one batch per sender, and holds those who talk to it (a real chat might also close
-    // a reader that stays full too long). The library's output limit bounds what announcements
-    // alone could queue, since they hold no one.
+    // full (at its high watermark, 256 KiB by default), the sender's input is held until that
+    // recipient has drained to its low watermark. The batch in hand still goes out (the lines one
+    // read completed: under the input limit plus one read budget, 64 KiB each here, and their
+    // prefixes), but nothing more is read from the sender, so TCP flow control stops its client.
+    // A client that never reads thus costs the server its high watermark plus one batch per
+    // sender, and stalls those who talk to it (a real chat might also close a reader that stays
+    // full too long). Announcements hold no one; the output limit bounds what they can queue.
     void broadcast(const std::string& text) {
         for (Member* to : room_->members) {
             if (to == this) {

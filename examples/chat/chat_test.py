@@ -4,8 +4,8 @@
 Checks that a line reaches every other client (not its sender) with the sender's prefix, that a
 partial line waits for its LF, that joins and leaves are announced, that a line longer than the
 input limit closes its client, that a client that never reads holds the sender (the server's
-memory stays bounded while 20 MiB of lines are sent) and gets every line once it reads, and that
-SIGTERM drains and exits 0. Every wait is a poll with a deadline; no sleeps.
+memory stays bounded while 20 MiB of lines are sent) and gets every line once it reads, that the
+sender resumes when such a client leaves instead, and that SIGTERM drains and exits 0. Every wait is a poll with a deadline; no sleeps.
 
 Usage: chat_test.py CHAT_SERVER_BINARY   (CHAT_TEST_SANITIZED=1: report the RSS, don't bound it)
 """
@@ -179,52 +179,55 @@ def check_lines(port, a, b, c):
     print("an endless line closes its client at the input limit; the leave is announced")
 
 
-def flood(pid, sender, reader, idle):
-    """`sender` sends FLOOD_BYTES of lines; `reader` reads them; `idle` reads nothing at first."""
+def flood(pid, sender, readers, idle, idle_leaves=False):
+    """`sender` sends FLOOD_BYTES of lines past `idle`, which does not read, until the sender is
+    stopped; then `idle` reads (or, with `idle_leaves`, closes) and `readers` and `idle` must get
+    every line, in order."""
     count = FLOOD_BYTES // LINE_BYTES
     data = b"".join(b"%08d " % i + b"x" * (LINE_BYTES - 10) + b"\n" for i in range(count))
     prefix = f"[{sender.name}] ".encode()
     wanted = b"".join(prefix + data[i:i + LINE_BYTES] for i in range(0, len(data), LINE_BYTES))
+    left = f"* {idle.name} left\n".encode()  # reaches `readers` somewhere among the lines
 
     base_rss = vm_status(pid, "VmRSS")
-    sent = 0
-    received = {reader: 0, idle: 0}
-
-    def take(client):
-        """Reads what `client` has, checking it against the wanted stream."""
-        try:
-            data_in = client.sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        if not data_in:
-            fail(f"{client.name}: closed by the server during the flood")
-        at = received[client]
-        if wanted[at:at + len(data_in)] != data_in:
-            fail(f"{client.name}: wrong bytes at offset {at}: {data_in[:120]!r}")
-        received[client] = at + len(data_in)
-
-    # Phase 1: the idle client does not read. The sender must come to a stop.
-    end = deadline()
-    last_progress = time.monotonic()
     view = memoryview(data)
-    while time.monotonic() - last_progress < QUIET_PERIOD and sent < len(data):
-        if time.monotonic() > end:
-            fail(f"the sender never paused: sent {sent} of {len(data)} bytes")
-        wait = QUIET_PERIOD - (time.monotonic() - last_progress)
-        readable, writable, _ = select.select([reader.sock], [sender.sock], [], max(0.0, wait))
-        if readable:
-            take(reader)
+    sent = 0
+    received = {client: bytearray() for client in readers + [idle]}
+
+    def pump(reading, timeout):
+        """One wait: reads what `reading` clients have and sends what the sender's socket takes."""
+        nonlocal sent
+        writers = [sender.sock] if sent < len(data) else []
+        readable, writable, _ = select.select([c.sock for c in reading], writers, [], max(0.0, timeout))
+        for client in reading:
+            if client.sock in readable:
+                try:
+                    data_in = client.sock.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                if not data_in:
+                    fail(f"{client.name}: closed by the server during the flood")
+                received[client] += data_in
         if writable:
             try:
                 n = sender.sock.send(view[sent:sent + (1 << 20)])
             except BlockingIOError:
                 n = 0
-            if n:
-                sent += n
-                last_progress = time.monotonic()
+            sent += n
+            return n > 0
+        return False
+
+    # Phase 1: `idle` does not read. The sender must come to a stop.
+    end = deadline()
+    last_progress = time.monotonic()
+    while time.monotonic() - last_progress < QUIET_PERIOD and sent < len(data):
+        if time.monotonic() > end:
+            fail(f"the sender never paused: sent {sent} of {len(data)} bytes")
+        if pump(readers, QUIET_PERIOD - (time.monotonic() - last_progress)):
+            last_progress = time.monotonic()
     peak_growth = vm_status(pid, "VmHWM") - base_rss
     print(f"stopped: the sender got {sent / 2**20:.1f} of {len(data) / 2**20:.0f} MiB into the kernel;"
-          f" the reader has {received[reader] / 2**20:.1f} MiB; server RSS {base_rss / 2**20:.1f} MiB"
+          f" each reader has {len(received[readers[0]]) / 2**20:.1f} MiB; server RSS {base_rss / 2**20:.1f} MiB"
           f" before, peak growth {peak_growth / 2**20:.2f} MiB (limit {RSS_GROWTH_LIMIT / 2**20:.0f} MiB)")
     if sent == len(data):
         fail(f"the sender was never paused: all {sent} bytes were taken while a client did not read")
@@ -233,23 +236,32 @@ def flood(pid, sender, reader, idle):
     elif peak_growth > RSS_GROWTH_LIMIT:
         fail(f"server RSS grew by {peak_growth} bytes while a client did not read")
 
-    # Phase 2: the idle client reads. Everything arrives, in order, at both.
+    # Phase 2: `idle` reads, or leaves. Either way the sender resumes and every line arrives.
+    if idle_leaves:
+        idle.close()
+        reading, complete = readers, {c: len(wanted) + len(left) for c in readers}
+    else:
+        reading, complete = readers + [idle], {c: len(wanted) for c in readers + [idle]}
     end = deadline(60)
-    while sent < len(data) or received[reader] < len(wanted) or received[idle] < len(wanted):
+    while sent < len(data) or any(len(received[c]) < n for c, n in complete.items()):
         if time.monotonic() > end:
-            fail(f"flood did not complete: sent {sent}, received {received[reader]} and {received[idle]}"
-                 f" of {len(wanted)}")
-        writers = [sender.sock] if sent < len(data) else []
-        readable, writable, _ = select.select([reader.sock, idle.sock], writers, [], end - time.monotonic())
-        for client in (reader, idle):
-            if client.sock in readable:
-                take(client)
-        if writable:
-            try:
-                sent += sender.sock.send(view[sent:sent + (1 << 20)])
-            except BlockingIOError:
-                pass
-    print(f"resumed: both others got all {count} lines ({len(wanted)} bytes) once the idle client read")
+            fail(f"flood did not complete: sent {sent} of {len(data)}, received "
+                 + ", ".join(f"{len(received[c])} of {n}" for c, n in complete.items()))
+        pump(reading, end - time.monotonic())
+    for client in reading:
+        got = received[client]
+        if idle_leaves:
+            at = got.find(left)
+            if at < 0 or (at > 0 and got[at - 1] != ord("\n")):
+                fail(f"{client.name}: no line announcing that {idle.name} left")
+            del got[at:at + len(left)]
+        if got != wanted:
+            at = next(i for i in range(min(len(got), len(wanted))) if got[i] != wanted[i])
+            fail(f"{client.name}: wrong bytes at offset {at}: {bytes(got[at:at + 120])!r}")
+    if idle_leaves:
+        print(f"released: the non-reader left, and all {count} lines reached the readers")
+    else:
+        print(f"resumed: the others got all {count} lines ({len(wanted)} bytes) once the idle client read")
 
 
 def main():
@@ -263,7 +275,10 @@ def main():
         clients = [a, b, c]
         print("joins are announced to those already in the room")
         check_lines(port, a, b, c)
-        flood(proc.pid, sender=a, reader=b, idle=c)
+        flood(proc.pid, sender=a, readers=[b], idle=c)
+        e = join(port, [a, b, c], rcvbuf=64 * 1024)
+        flood(proc.pid, sender=a, readers=[b, c], idle=e, idle_leaves=True)
+        expect(a.line(), f"* {e.name} left")
 
         proc.send_signal(signal.SIGTERM)
         for client in clients:
