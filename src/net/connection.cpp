@@ -87,6 +87,7 @@ void Connection::on_writable() {
     in_callback_ = true;
     if (flush() && want_space_ && (state_ == ConnectionState::open || state_ == ConnectionState::paused) &&
         output_.size() <= limits_.low_watermark) {
+        follow_watermarks();  // so that output_full() is already false in the callback
         protocol_->on_output_space(*this);  // written on the next writable event
     }
     in_callback_ = false;
@@ -203,18 +204,22 @@ void Connection::update_interest() {
         on_output_delivered();
         return;
     }
-    if (state_ == ConnectionState::open && output_.size() >= limits_.high_watermark) {
-        state_ = ConnectionState::paused;
-        ++stats_.paused;
-    } else if (state_ == ConnectionState::paused && output_.size() <= limits_.low_watermark) {
-        state_ = ConnectionState::open;
-    }
+    follow_watermarks();
     const bool producing = want_space_ && (state_ == ConnectionState::open || state_ == ConnectionState::paused);
     const bool read = reading() || state_ == ConnectionState::lingering;
     const bool write = !output_.empty() || producing;
     const Interest want = (read ? Interest::read : Interest::none) | (write ? Interest::write : Interest::none);
     if (auto changed = stream_->set_interest(want); !changed) {
         close_now(changed.error().message());
+    }
+}
+
+void Connection::follow_watermarks() {
+    if (state_ == ConnectionState::open && output_.size() >= limits_.high_watermark) {
+        state_ = ConnectionState::paused;
+        ++stats_.paused;
+    } else if (state_ == ConnectionState::paused && output_.size() <= limits_.low_watermark) {
+        state_ = ConnectionState::open;
     }
 }
 

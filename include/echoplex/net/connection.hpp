@@ -127,6 +127,8 @@ private:
     // The single place interest is derived from state: read while open and not held, write
     // while output is queued or the protocol wants space. Also makes the end-of-output moves.
     void update_interest();
+    // open -> paused at the high watermark, paused -> open at the low one.
+    void follow_watermarks();
     void on_output_delivered();
     bool reading() const noexcept { return state_ == ConnectionState::open && !input_held_; }
 
