@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/clients.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"

@@ -15,7 +15,7 @@
 #include <cstring>
 #include <system_error>
 
-#include "support/server_process.hpp"
+#include "support/clients.hpp"
 
 namespace echoplex::test {
 namespace {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "support/clients.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"

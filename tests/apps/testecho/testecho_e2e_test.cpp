@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_process.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"
@@ -200,23 +201,11 @@ std::string env_path(const char* name) {
     return value;
 }
 
-RunResult run_program(const std::string& program, const std::vector<std::string>& args,
-                      std::chrono::milliseconds timeout = 30s) {
-    ChildProcess child(program, args);
-    auto status = child.wait_exit(timeout);
-    if (!status) {
-        child.send_signal(SIGKILL);
-        status = child.wait_exit(5s);
-    }
-    child.wait_output_eof(5s);
-    return {status.value_or(ExitStatus{}), child.stdout_text(), child.stderr_text()};
-}
-
 std::string backend() { return std::string(backend_name(backend_under_test())); }
 
 RunResult testecho(std::vector<std::string> args) {
     args.insert(args.begin(), "--backend=" + backend());
-    return run_program(env_path("TESTECHO_BIN"), args);
+    return run_to_completion(env_path("TESTECHO_BIN"), args, 30s);
 }
 
 std::string port_list(const ServerProcess& server) {
@@ -585,14 +574,15 @@ TEST_CASE("usage errors exit 2 with one line on stderr; --help and --version exi
 
 TEST_CASE("echo-client prints each reply, in echo and in stamp mode") {
     ServerProcess echo({"--port", "0"});
-    const RunResult plain = run_program(env_path("ECHO_CLIENT_BIN"),
-                                        {"--port", std::to_string(echo.port()), "127.0.0.1", "spam", "eggs"});
+    const RunResult plain = run_to_completion(env_path("ECHO_CLIENT_BIN"),
+                                              {"--port", std::to_string(echo.port()), "127.0.0.1", "spam", "eggs"}, 30s);
     INFO("stderr: ", plain.err);
     CHECK(plain.status.ok());
     CHECK(plain.out == "Client received: spam\nClient received: eggs\n");
 
     ServerProcess stamp({"--port", "0", "--reply=stamp"});
-    const RunResult book = run_program(env_path("ECHO_CLIENT_BIN"), {"--port", std::to_string(stamp.port()), "127.0.0.1"});
+    const RunResult book =
+        run_to_completion(env_path("ECHO_CLIENT_BIN"), {"--port", std::to_string(stamp.port()), "127.0.0.1"}, 30s);
     CHECK(book.status.ok());
     const auto lines = split_lines(book.out);
     REQUIRE(lines.size() == 1);
@@ -602,7 +592,7 @@ TEST_CASE("echo-client prints each reply, in echo and in stamp mode") {
 
 TEST_CASE("echo-client: no server is exit 1 with the errno") {
     const RefusingPort port;
-    const RunResult r = run_program(env_path("ECHO_CLIENT_BIN"), {"--port", port.number(), "127.0.0.1"});
+    const RunResult r = run_to_completion(env_path("ECHO_CLIENT_BIN"), {"--port", port.number(), "127.0.0.1"}, 30s);
     CHECK(r.status.exited);
     CHECK(r.status.code == 1);
     CHECK(r.err.find("ECONNREFUSED") != std::string::npos);
