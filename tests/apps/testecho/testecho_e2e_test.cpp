@@ -36,19 +36,22 @@ struct Json {
     double number = 0;
     std::string string;
     std::vector<Json> array;
-    std::vector<std::pair<std::string, Json>> object;
+    // An object's members in order, keys[i] naming values[i]. (Not a vector of pair<string, Json>:
+    // with libstdc++ 12, clang instantiates that pair while Json is still incomplete.)
+    std::vector<std::string> keys;
+    std::vector<Json> values;
 
     const Json& operator[](std::string_view key) const {
-        for (const auto& [k, v] : object) {
-            if (k == key) {
-                return v;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            if (keys[i] == key) {
+                return values[i];
             }
         }
         throw std::runtime_error("JSON has no field '" + std::string(key) + "'");
     }
     bool has(std::string_view key) const {
-        for (const auto& kv : object) {
-            if (kv.first == key) {
+        for (const auto& k : keys) {
+            if (k == key) {
                 return true;
             }
         }
@@ -170,7 +173,8 @@ private:
                 if (!take(":")) {
                     fail(": expected");
                 }
-                v.object.emplace_back(std::move(key), value());
+                v.keys.push_back(std::move(key));
+                v.values.push_back(value());
                 skip_space();
             } while (take(","));
             if (!take("}")) {
