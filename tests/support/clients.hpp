@@ -1,9 +1,6 @@
 // Loopback clients for the end-to-end and stress suites, and the one engine that moves their
-// bytes. A client sends a stream (its own bytes, or a window of a pattern shared by many clients,
-// so that hundreds of megabytes need no buffer per client) and either stores what comes back or
-// checks it on arrival against what it sent. poll_round() is one poll(2) round over many clients,
-// so a test can act between rounds (signal the server, start a request, sample /proc); drive()
-// and send_until_stalled() are loops of rounds with a deadline. Nothing here sleeps.
+// bytes: poll(2) rounds over many clients, and loops of rounds with a deadline. Nothing here
+// sleeps.
 #pragma once
 
 #include <chrono>
@@ -45,8 +42,10 @@ std::string random_bytes(std::size_t size, std::uint64_t seed);
 // ---- the client ----
 
 // One client connection. Its stream is `bytes`, or with `pattern` set
-// pattern[(offset + i) % pattern->size()]; it sends the first `send_limit` bytes of it, whenever
-// the socket takes them, and reads (unless `reading` is false) whatever comes back into its sink.
+// pattern[(offset + i) % pattern->size()] (a pattern shared by many clients, so that hundreds of
+// megabytes need no buffer per client); it sends the first `send_limit` bytes of it, whenever the
+// socket takes them, and reads (unless `reading` is false) whatever comes back into its sink,
+// which either stores it or checks it on arrival against what was sent.
 struct Client {
     using Clock = std::chrono::steady_clock;
 
@@ -78,10 +77,11 @@ struct Client {
 
     // What it does.
     Sink sink = Sink::store;
-    bool reading = true;               // false: never reads (a client that does not read its echo)
-    bool shutdown_after_send = false;  // shutdown(SHUT_WR) once send_limit bytes are sent
-    bool until_eof = false;            // done() at EOF or a failure, however many bytes came
-    std::optional<std::size_t> expect; // otherwise done() once this many came (default send_limit)
+    bool reading = true;                // false: never reads (a client that does not read its echo)
+    bool shutdown_after_send = false;   // shutdown(SHUT_WR) once send_limit bytes are sent (the
+                                        // limit must not grow after that)
+    bool until_eof = false;             // done() at EOF or a failure, however many bytes came
+    std::optional<std::size_t> expect;  // otherwise done() once this many came (default send_limit)
 
     // Progress.
     std::size_t sent = 0;
@@ -121,6 +121,9 @@ struct Client {
 };
 
 // ---- the engine ----
+// poll_round() moves bytes for one round, so that a test can act between rounds (signal the
+// server, start the next request, sample /proc); drive() and send_until_stalled() are loops of
+// rounds that end on a condition or a deadline.
 
 // One poll(2) round over the clients that are open and have something to do (finish a connect,
 // send up to send_limit, or read): waits at most `max_wait` (at most 60 s) for any to be ready,
