@@ -6,7 +6,6 @@
 // poll(2) (or pidfd/condition) with a deadline, never a sleep. Under a wrapper (valgrind, see
 // tests/meson.build) the sizes shrink and the deadlines grow.
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -17,14 +16,15 @@
 #include <chrono>
 #include <cstring>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "support/clients.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"
-#include "support/stream_client.hpp"
 
 namespace echoplex::test {
 namespace {
@@ -65,9 +65,9 @@ long ms_since(Clock::time_point start) {
     return static_cast<long>(std::chrono::duration_cast<milliseconds>(Clock::now() - start).count());
 }
 
-int ms_until(Clock::time_point when) {
-    const auto left = std::chrono::duration_cast<milliseconds>(when - Clock::now()).count();
-    return static_cast<int>(std::clamp<decltype(left)>(left, 0, 60'000));
+// The time left until `when`, for a poll_round wait (0 once it has passed).
+milliseconds left_until(Clock::time_point when) {
+    return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(when - Clock::now()));
 }
 
 // Compares without printing megabytes on failure: the first differing offset instead.
@@ -84,19 +84,15 @@ std::string first_difference(const std::string& got, const std::string& want) {
     return "";
 }
 
-// One round trip on a connected socket; "" when `data` came back byte-exact, else what went wrong.
-std::string echo_once(UniqueFd& fd, const std::string& data, milliseconds deadline = 10s) {
-    std::vector<Session> one(1);
-    one[0].fd = std::move(fd);
-    one[0].to_send = data;
-    const auto r = drive_sessions(one, patience(deadline));
-    fd = std::move(one[0].fd);
-    const Session& s = one[0];
-    if (!r.all_done) {
-        return r.describe() + ", received " + std::to_string(s.received.size()) + " of " +
-               std::to_string(data.size()) + " bytes, eof=" + std::to_string(s.eof) + " error=" + errno_text(s.error);
+// One more round trip on a client that expects its echo; "" when `data` came back byte-exact
+// (and so did everything before it), else what went wrong.
+std::string echo_once(Client& client, const std::string& data, milliseconds deadline = 10s) {
+    client.append(data);
+    const auto r = drive(client, patience(deadline));
+    if (!r.all_done || !client.echoed_all()) {
+        return r.describe() + ": " + client.describe();
     }
-    return first_difference(s.received, data);
+    return "";
 }
 
 // Asks for a stats line with SIGUSR1 and waits for it.
@@ -113,7 +109,7 @@ std::optional<Stats> stats_now(ServerProcess& server) {
 // it held right after startup, plus the probe's.
 void check_alive_and_no_leak(ServerProcess& server, int baseline_fds, std::uint64_t seed) {
     REQUIRE_MESSAGE(server.running(), "the server died; stderr: ", server.stderr_text());
-    UniqueFd probe = connect_to(server.port());
+    Client probe = Client::verifying(connect_to(server.port()));
     const std::string data = random_bytes(64 * KiB, seed);
     CHECK_MESSAGE(echo_once(probe, data) == "", "a fresh client after the stress");
 
@@ -169,7 +165,7 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
 
     const std::string pattern = random_bytes(MiB, 101);
     std::mt19937_64 rng(102);
-    std::vector<StreamClient> clients;
+    std::vector<Client> clients;
     clients.reserve(slow_count + good_count);
     // Small buffers on the non-readers' side (set before connecting, which also turns off the
     // kernel's receive-buffer autotuning) so that 8 MiB is far more than the kernel can absorb:
@@ -181,14 +177,15 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
     };
     for (std::size_t i = 0; i < slow_count; ++i) {
         clients.push_back(
-            make_stream_client(server.port(), pattern, i * 4099, slow_bytes, /*reading=*/false, small_buffers));
+            Client::verifying(connect_to(server.port(), "127.0.0.1", small_buffers), pattern, i * 4099, slow_bytes));
+        clients.back().reading = false;
     }
     std::vector<std::size_t> answered(good_count, 0);
     LatencyLog latency;
     for (std::size_t i = 0; i < good_count; ++i) {
-        clients.push_back(make_stream_client(server.port(), pattern, 7 + i * 8191, 0));
+        clients.push_back(Client::verifying(connect_to(server.port()), pattern, 7 + i * 8191, 0));
     }
-    auto next_request = [&](StreamClient& c) {
+    auto next_request = [&](Client& c) {
         c.send_limit += 1 + rng() % (8 * KiB);
         c.request_started = Clock::now();
     };
@@ -206,18 +203,18 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
     std::size_t settled = 0;
     std::size_t good_done = 0;
     while (Clock::now() < deadline) {
-        pump_once(clients, 20ms);
+        poll_round(clients, 20ms);
         const auto now = Clock::now();
         settled = 0;
         for (std::size_t i = 0; i < slow_count; ++i) {
-            const StreamClient& c = clients[i];
+            const Client& c = clients[i];
             if (c.closed() || c.sent == c.send_limit || now - c.last_send_progress >= stall) {
                 ++settled;
             }
         }
         good_done = 0;
         for (std::size_t i = 0; i < good_count; ++i) {
-            StreamClient& c = clients[slow_count + i];
+            Client& c = clients[slow_count + i];
             if (c.closed() || c.mismatch) {
                 ++good_done;  // failed: reported below
                 continue;
@@ -250,7 +247,7 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
     std::size_t slow_min = slow_bytes;
     std::size_t slow_stalled = 0;
     for (std::size_t i = 0; i < slow_count; ++i) {
-        const StreamClient& c = clients[i];
+        const Client& c = clients[i];
         CHECK_MESSAGE(c.error == 0, "non-reader ", i, ": ", errno_text(c.error));
         slow_sent += c.sent;
         slow_min = std::min(slow_min, c.sent);
@@ -262,7 +259,7 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
     CHECK_MESSAGE(settled == slow_count, "only ", settled, " of ", slow_count, " non-readers settled within the deadline");
     std::size_t good_failed = 0;
     for (std::size_t i = 0; i < good_count; ++i) {
-        const StreamClient& c = clients[slow_count + i];
+        const Client& c = clients[slow_count + i];
         if (c.closed() || c.mismatch || answered[i] < requests_each) {
             if (++good_failed <= 5) {
                 MESSAGE("well-behaved ", i, ": answered ", answered[i], " eof=", c.eof, " error=", errno_text(c.error),
@@ -301,16 +298,6 @@ TEST_CASE("connection storms: connect-close, connect-send-reset and half-close e
     const int baseline_fds = startup_fds(server);
 
     enum class Kind { close_at_once, send_then_reset, half_close_echo };
-    struct Conn {
-        UniqueFd fd;
-        Kind kind = Kind::close_at_once;
-        std::size_t index = 0;
-        bool connected = false;
-        std::string data;
-        std::size_t sent = 0;
-        bool shut = false;
-        std::string received;
-    };
 
     const std::size_t total = scaled<std::size_t>(5000, 600);
     // Connections the server may not have accepted yet are bounded by this window (well below
@@ -321,134 +308,103 @@ TEST_CASE("connection storms: connect-close, connect-send-reset and half-close e
     const std::string pattern = random_bytes(64 * KiB, 201);
     std::mt19937_64 rng(202);
 
-    std::vector<Conn> live;
+    // Connection i is conns[i], of kinds[i]. Each one's descriptor is closed when it has
+    // finished; every connection before `first_open` has, so a round polls [first_open, started).
+    std::vector<Client> conns;
+    std::vector<Kind> kinds;
+    conns.reserve(total);
+    kinds.reserve(total);
     std::size_t started = 0;
+    std::size_t first_open = 0;
     std::size_t counts[3] = {0, 0, 0};
     std::size_t echo_ok = 0;
     std::size_t echo_bad = 0;
     std::size_t connect_failed = 0;
     std::size_t peak_in_flight = 0;
-    std::vector<pollfd> fds;
+    auto open_in_flight = [&] {
+        return static_cast<std::size_t>(std::count_if(conns.begin() + static_cast<std::ptrdiff_t>(first_open),
+                                                      conns.end(), [](const Client& c) { return c.fd.valid(); }));
+    };
     const auto start = Clock::now();
     const auto deadline = start + patience(60s);
 
-    auto finish_echo = [&](Conn& c) {
-        if (c.received == c.data) {
-            ++echo_ok;
-        } else if (++echo_bad <= 5) {
-            MESSAGE("half-close echo #", c.index, ": ", first_difference(c.received, c.data));
-        }
-        c.fd.reset();
-    };
-
-    while ((started < total || !live.empty()) && Clock::now() < deadline) {
+    while (first_open < total && Clock::now() < deadline) {
         std::size_t oldest_echo = started;
-        for (const Conn& c : live) {
-            if (c.kind == Kind::half_close_echo) {
-                oldest_echo = std::min(oldest_echo, c.index);
+        for (std::size_t i = first_open; i < started; ++i) {
+            if (kinds[i] == Kind::half_close_echo && conns[i].fd) {
+                oldest_echo = i;
+                break;
             }
         }
         while (started < total && started < oldest_echo + window) {
-            Conn c;
-            c.index = started++;
-            c.kind = static_cast<Kind>(rng() % 3);
-            ++counts[static_cast<int>(c.kind)];
-            if (c.kind != Kind::close_at_once) {
-                const std::size_t size = 1 + rng() % (c.kind == Kind::half_close_echo ? 32 * KiB : 8 * KiB);
-                const std::size_t at = rng() % (pattern.size() - size);
-                c.data = pattern.substr(at, size);
+            const auto kind = static_cast<Kind>(rng() % 3);
+            ++counts[static_cast<int>(kind)];
+            std::size_t size = 0;
+            std::size_t at = 0;
+            if (kind != Kind::close_at_once) {
+                size = 1 + rng() % (kind == Kind::half_close_echo ? 32 * KiB : 8 * KiB);
+                at = rng() % (pattern.size() - size);
             }
-            c.fd = start_connect(server.port());
-            live.push_back(std::move(c));
+            Client c = Client::verifying(start_connect(server.port()), pattern, at, size);
+            c.connecting = true;
+            const bool echo = kind == Kind::half_close_echo;
+            c.reading = echo;  // the others never read
+            c.shutdown_after_send = echo;
+            c.until_eof = echo;
+            conns.push_back(std::move(c));
+            kinds.push_back(kind);
+            ++started;
         }
-        peak_in_flight = std::max(peak_in_flight, live.size());
+        peak_in_flight = std::max(peak_in_flight, open_in_flight());
 
-        fds.clear();
-        for (const Conn& c : live) {
-            short events = POLLIN;
-            if (!c.connected || c.sent < c.data.size() || (c.kind == Kind::half_close_echo && !c.shut)) {
-                events |= POLLOUT;
-            }
-            fds.push_back({c.fd.get(), events, 0});
-        }
-        if (::poll(fds.data(), fds.size(), ms_until(deadline)) < 0 && errno != EINTR) {
-            FAIL("poll: ", errno_text(errno));
-        }
-        for (std::size_t k = 0; k < live.size(); ++k) {
-            Conn& c = live[k];
-            const short re = fds[k].revents;
-            if (re == 0) {
+        poll_round(std::span(conns).subspan(first_open), left_until(deadline));
+        for (std::size_t i = first_open; i < started; ++i) {
+            Client& c = conns[i];
+            if (!c.fd) {
                 continue;
             }
-            if (!c.connected) {
-                if (const int err = connect_result(c.fd.get()); err != 0) {
-                    if (++connect_failed <= 5) {
-                        MESSAGE("connect #", c.index, ": ", errno_text(err));
-                    }
-                    c.fd.reset();
-                    continue;
-                }
-                c.connected = true;
-                if (c.kind == Kind::close_at_once) {
-                    c.fd.reset();  // FIN, possibly before the server even accepted
-                    continue;
-                }
-            }
-            int send_error = 0;
-            while (c.sent < c.data.size()) {
-                const ssize_t n = ::send(c.fd.get(), c.data.data() + c.sent, c.data.size() - c.sent, MSG_NOSIGNAL);
-                if (n > 0) {
-                    c.sent += static_cast<std::size_t>(n);
-                    continue;
-                }
-                if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                    send_error = errno;
-                }
-                break;
-            }
-            if (c.kind == Kind::send_then_reset) {
-                if (c.sent > 0 || send_error != 0) {  // the first bytes are out: now the reset
-                    set_linger_zero(c.fd.get());
-                    c.fd.reset();
-                }
-                continue;
-            }
-            if (send_error != 0) {
-                if (++echo_bad <= 5) {
-                    MESSAGE("half-close echo #", c.index, ": send: ", errno_text(send_error));
+            if (c.connect_failed()) {
+                if (++connect_failed <= 5) {
+                    MESSAGE("connect #", i, ": ", errno_text(c.error));
                 }
                 c.fd.reset();
                 continue;
             }
-            if (c.sent == c.data.size() && !c.shut) {
-                ::shutdown(c.fd.get(), SHUT_WR);
-                c.shut = true;
+            if (c.connecting) {
+                continue;
             }
-            char buffer[16 * 1024];
-            for (;;) {
-                const ssize_t n = ::recv(c.fd.get(), buffer, sizeof buffer, 0);
-                if (n > 0) {
-                    c.received.append(buffer, static_cast<std::size_t>(n));
-                    continue;
+            switch (kinds[i]) {
+            case Kind::close_at_once:
+                c.fd.reset();  // FIN, possibly before the server even accepted
+                break;
+            case Kind::send_then_reset:
+                if (c.sent > 0 || c.error != 0) {  // the first bytes are out: now the reset
+                    set_linger_zero(c.fd.get());
+                    c.fd.reset();
                 }
-                if (n == 0) {
-                    finish_echo(c);
-                } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                    if (++echo_bad <= 5) {
-                        MESSAGE("half-close echo #", c.index, ": recv: ", errno_text(errno));
+                break;
+            case Kind::half_close_echo:
+                if (c.closed()) {
+                    if (c.eof && c.echoed_all()) {
+                        ++echo_ok;
+                    } else if (++echo_bad <= 5) {
+                        MESSAGE("half-close echo #", i, ": ", c.describe());
                     }
                     c.fd.reset();
                 }
                 break;
             }
         }
-        std::erase_if(live, [](const Conn& c) { return !c.fd; });
+        while (first_open < started && !conns[first_open].fd) {
+            ++first_open;
+        }
     }
     const long elapsed = ms_since(start);
     MESSAGE(server.announced_backend(), ": ", started, " connections in ", elapsed, " ms (", counts[0],
             " connect-close, ", counts[1], " send-reset, ", counts[2], " half-close echoes; at most ", peak_in_flight,
             " in flight)");
-    CHECK_MESSAGE(live.empty(), live.size(), " connections still open at the deadline");
+    const std::size_t still_open = open_in_flight();
+    CHECK_MESSAGE(still_open == 0, still_open, " connections still open at the deadline");
     CHECK(started == total);
     CHECK(connect_failed == 0);
     CHECK(echo_bad == 0);
@@ -465,33 +421,33 @@ TEST_CASE("connection storms: connect-close, connect-send-reset and half-close e
 
 // ---------------------------------------------------------------------------------------------
 
-// Sends a short message on each of clients[first..]; returns, per client, whether the server
-// echoed it (true; the client stays in `clients`) or closed the connection without a byte (false;
-// its slot is emptied). A client with neither outcome within the deadline fails the test.
-std::vector<bool> classify_clients(std::vector<UniqueFd>& clients, std::size_t first) {
-    std::vector<Session> sessions;
-    for (std::size_t i = first; i < clients.size(); ++i) {
-        Session s;
-        s.fd = std::move(clients[i]);
-        s.to_send = "hello " + std::to_string(i);
-        sessions.push_back(std::move(s));
-    }
-    drive_sessions(sessions, patience(15s));
+// Drives clients[first..], each sending its short greeting and expecting it back; returns, per
+// client, whether the server echoed it (true) or closed the connection without a byte (false; the
+// client's descriptor is closed). A client with neither outcome within the deadline fails the test.
+std::vector<bool> classify_clients(std::vector<Client>& clients, std::size_t first) {
+    const std::span<Client> batch = std::span(clients).subspan(first);
+    drive(batch, patience(15s));
     std::vector<bool> served;
     std::size_t undecided = 0;
-    for (std::size_t k = 0; k < sessions.size(); ++k) {
-        Session& s = sessions[k];
-        const bool echoed = s.received == s.to_send && s.error == 0 && !s.eof;
-        const bool refused = s.received.empty() && (s.eof || s.error == ECONNRESET);
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+        Client& c = batch[k];
+        const bool echoed = c.echoed_all() && !c.eof;
+        const bool refused = c.received == 0 && (c.eof || c.error == ECONNRESET);
         if (!echoed && !refused && ++undecided <= 5) {
-            MESSAGE("client ", first + k, ": neither echoed nor closed: received ", s.received.size(), " bytes, eof=",
-                    s.eof, " error=", errno_text(s.error));
+            MESSAGE("client ", first + k, ": neither echoed nor closed: ", c.describe());
         }
         served.push_back(echoed);
-        clients[first + k] = echoed ? std::move(s.fd) : UniqueFd();
+        if (!echoed) {
+            c.fd.reset();
+        }
     }
     CHECK_MESSAGE(undecided == 0, undecided, " clients were neither served nor refused");
     return served;
+}
+
+// A client that greets with "hello I" and expects its echo.
+Client greeter(std::uint16_t port, std::size_t i) {
+    return Client::verifying(connect_to(port), "hello " + std::to_string(i));
 }
 
 TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the loop does not spin, service resumes") {
@@ -507,9 +463,9 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
         std::count_if(numbers.begin(), numbers.end(), [&](int fd) { return static_cast<rlim_t>(fd) < limit; }));
 
     const std::size_t count = 80;  // more than fit in 64 descriptors
-    std::vector<UniqueFd> clients;
+    std::vector<Client> clients;
     for (std::size_t i = 0; i < count; ++i) {
-        clients.push_back(connect_to(server.port()));
+        clients.push_back(greeter(server.port(), i));
     }
     const auto served = classify_clients(clients, 0);
     const auto served_count = static_cast<std::size_t>(std::count(served.begin(), served.end(), true));
@@ -528,24 +484,19 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
     const long cpu_before = server.cpu_ticks();
     REQUIRE(cpu_before >= 0);
     const auto hold_start = Clock::now();
-    std::vector<UniqueFd> knockers;
+    std::vector<Client> knockers;
     for (int i = 0; i < 10; ++i) {
-        knockers.push_back(connect_to(server.port()));
+        knockers.push_back(Client::storing(connect_to(server.port())));
+        knockers.back().until_eof = true;
     }
     // Wait on the served clients: nothing may arrive on them (no data, no close) while held.
-    std::vector<pollfd> fds;
-    for (const auto& fd : clients) {
-        if (fd) {
-            fds.push_back({fd.get(), POLLIN, 0});
-        }
-    }
+    // (Without a served client there is nothing to wait on: the checks above failed already.)
     const auto hold_end = hold_start + 2s;
     std::size_t disturbed = 0;
-    while (Clock::now() < hold_end && disturbed == 0) {
-        const int rc = ::poll(fds.data(), fds.size(), ms_until(hold_end));
-        if (rc > 0) {
-            disturbed = static_cast<std::size_t>(std::count_if(fds.begin(), fds.end(), [](const pollfd& p) { return p.revents != 0; }));
-        }
+    while (Clock::now() < hold_end && disturbed == 0 && poll_round(clients, left_until(hold_end)) != 0) {
+        disturbed = static_cast<std::size_t>(std::count_if(clients.begin(), clients.end(), [](const Client& c) {
+            return c.fd && (c.received != c.sent || c.closed());
+        }));
     }
     const long cpu_after = server.cpu_ticks();
     const double held_s = std::chrono::duration<double>(Clock::now() - hold_start).count();
@@ -556,10 +507,10 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
     CHECK_MESSAGE(static_cast<double>(cpu_after - cpu_before) < 0.25 * elapsed_ticks,
                   "the server used ", cpu_after - cpu_before, " ticks of CPU in ", held_s, " s: busy loop?");
     for (std::size_t i = 0; i < knockers.size(); ++i) {
-        const auto got = read_until_eof(knockers[i].get(), patience(10s));
-        CHECK_MESSAGE((got.eof || got.error == ECONNRESET), "knocker ", i, " was not refused: timed_out=",
-                      got.timed_out, " error=", errno_text(got.error));
-        CHECK(got.data.empty());
+        const auto r = drive(knockers[i], patience(10s));
+        CHECK_MESSAGE((knockers[i].eof || knockers[i].error == ECONNRESET), "knocker ", i, " was not refused: ",
+                      r.describe(), ", ", knockers[i].describe());
+        CHECK(knockers[i].stored.empty());
     }
     refused_count += knockers.size();
     knockers.clear();
@@ -584,7 +535,7 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
     // a count: on a loaded machine the kernel may deliver the leavers' FINs to the server only
     // milliseconds after newer connections, and a refusal takes far less than that.
     for (std::size_t i = 0; i < clients.size(); ++i) {
-        if (clients[i]) {
+        if (clients[i].fd) {
             CHECK(echo_once(clients[i], "again " + std::to_string(i)) == "");
         }
     }
@@ -593,8 +544,8 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
     int attempts = 0;
     const auto admit_deadline = Clock::now() + patience(20s);
     while (!admitted && Clock::now() < admit_deadline) {
-        UniqueFd fd = connect_to(server.port());
-        admitted = echo_once(fd, random_bytes(32 * KiB, 301)) == "";
+        Client newcomer = Client::verifying(connect_to(server.port()));
+        admitted = echo_once(newcomer, random_bytes(32 * KiB, 301)) == "";
         ++attempts;
     }
     CHECK_MESSAGE(admitted, "no client was served after the others left (", attempts, " attempts)");
@@ -622,12 +573,12 @@ TEST_CASE("select beyond FD_SETSIZE: connections on descriptors >= 1024 are refu
 
     // In batches, so the listen backlog never overflows: each batch is classified (echoed or
     // closed) before the next connects.
-    std::vector<UniqueFd> clients;
+    std::vector<Client> clients;
     std::vector<bool> served;
     while (clients.size() < count) {
         const std::size_t first = clients.size();
         for (std::size_t i = 0; i < 100 && clients.size() < count; ++i) {
-            clients.push_back(connect_to(server.port()));
+            clients.push_back(greeter(server.port(), clients.size()));
         }
         const auto batch = classify_clients(clients, first);
         served.insert(served.end(), batch.begin(), batch.end());
@@ -645,29 +596,24 @@ TEST_CASE("select beyond FD_SETSIZE: connections on descriptors >= 1024 are refu
     CHECK(std::count(served.begin() + first_refused, served.end(), true) == 0);
 
     // The served ones still echo byte-exact, all at once.
-    std::vector<Session> sessions;
+    std::vector<Client> held;
     for (std::size_t i = 0; i < clients.size(); ++i) {
-        if (clients[i]) {
-            Session s;
-            s.fd = std::move(clients[i]);
-            s.to_send = random_bytes(1 + i % (4 * KiB), 400 + i);
-            sessions.push_back(std::move(s));
+        if (clients[i].fd) {
+            clients[i].append(random_bytes(1 + i % (4 * KiB), 400 + i));
+            held.push_back(std::move(clients[i]));
         }
     }
-    const auto r = drive_sessions(sessions, patience(30s));
+    const auto r = drive(held, patience(30s));
     CHECK_MESSAGE(r.all_done, r.describe());
-    std::size_t bad = 0;
-    for (const auto& s : sessions) {
-        bad += s.received == s.to_send ? 0 : 1;
-    }
-    CHECK_MESSAGE(bad == 0, bad, " of ", sessions.size(), " served clients did not get their echo byte-exact");
+    const auto bad = std::count_if(held.begin(), held.end(), [](const Client& c) { return !c.echoed_all(); });
+    CHECK_MESSAGE(bad == 0, bad, " of ", held.size(), " served clients did not get their echo byte-exact");
 
     const auto stats = stats_now(server);
     REQUIRE_MESSAGE(stats.has_value(), "no stats line after SIGUSR1; stderr: ", server.stderr_text());
     MESSAGE("stats: accepted=", stats->accepted, " refused=", stats->refused, " open=", stats->open);
     CHECK(stats->refused == refused_count);
     CHECK(stats->open == served_count);
-    sessions.clear();
+    held.clear();
     clients.clear();
     check_alive_and_no_leak(server, baseline_fds, 401);
 }
@@ -682,100 +628,69 @@ TEST_CASE("chunking: random chunk sizes and pauses come back byte-exact; so does
         const std::uint64_t seed = 501;  // change to explore; the same seed replays the same schedule
         const std::size_t clients = 4;
         const std::size_t size = scaled<std::size_t>(2 * MiB, 256 * KiB);
-        struct Chunker {
+        struct Schedule {
             std::mt19937_64 rng;  // one per client: its schedule does not depend on the others'
-            std::string data;
-            std::size_t sent = 0;
-            std::size_t chunk_left = 0;
+            std::size_t next_chunk = 0;  // drawn once the chunk before it is out; 0: none drawn yet
             Clock::time_point resume_at{};
-            std::string received;
-            bool eof = false;
-            int error = 0;
             std::size_t chunks = 0;
             std::size_t pauses = 0;
         };
-        std::vector<Chunker> chunkers(clients);
-        std::vector<UniqueFd> fds;
+        std::vector<Schedule> schedules(clients);
+        std::vector<Client> chunkers;
         for (std::size_t i = 0; i < clients; ++i) {
-            chunkers[i].rng.seed(seed * 100 + i);
-            chunkers[i].data = random_bytes(size, seed * 100 + i);
-            fds.push_back(connect_to(server.port()));
+            schedules[i].rng.seed(seed * 100 + i);
+            chunkers.push_back(Client::verifying(connect_to(server.port()), random_bytes(size, seed * 100 + i)));
+            chunkers.back().send_limit = 0;  // due chunk by chunk
         }
-        // Chunk sizes spread over every power of two from 1 byte to 64 KiB; after one chunk in
-        // eight, the client pauses for 1..20 ms (it polls with that timeout instead of sending).
-        auto next_chunk = [](Chunker& c) {
-            const std::size_t span = std::size_t{1} << (c.rng() % 17);
-            c.chunk_left = std::min(1 + c.rng() % span, c.data.size() - c.sent);
-            ++c.chunks;
+        // Each chunk is what the client offers to one send(2): its send_limit grows by one chunk
+        // once the one before is out. Chunk sizes spread over every power of two from 1 byte to
+        // 64 KiB; after one chunk in eight, the client pauses for 1..20 ms before the next.
+        auto draw_chunk = [size](Schedule& s, const Client& c) {
+            const std::size_t span = std::size_t{1} << (s.rng() % 17);
+            ++s.chunks;
+            return std::min<std::size_t>(1 + s.rng() % span, size - c.send_limit);
         };
-        for (auto& c : chunkers) {
-            next_chunk(c);
+        for (std::size_t i = 0; i < clients; ++i) {
+            chunkers[i].send_limit = draw_chunk(schedules[i], chunkers[i]);
         }
         const auto start = Clock::now();
         const auto deadline = start + patience(60s);
-        std::vector<pollfd> pfds(clients);
         for (;;) {
             const auto now = Clock::now();
             bool all_done = true;
             auto wake = deadline;
             for (std::size_t i = 0; i < clients; ++i) {
-                Chunker& c = chunkers[i];
-                const bool finished = c.received.size() >= c.data.size() || c.eof || c.error != 0;
+                Client& c = chunkers[i];
+                Schedule& s = schedules[i];
+                const bool finished = c.received >= size || c.closed();
                 all_done = all_done && finished;
-                short events = finished ? 0 : POLLIN;
-                if (!finished && c.sent < c.data.size()) {
-                    if (now >= c.resume_at) {
-                        events |= POLLOUT;
-                    } else {
-                        wake = std::min(wake, c.resume_at);
+                if (finished || c.sent < c.send_limit || c.send_limit == size) {
+                    continue;
+                }
+                if (s.next_chunk == 0) {
+                    s.next_chunk = draw_chunk(s, c);
+                    if (s.rng() % 8 == 0) {
+                        s.resume_at = now + milliseconds(1 + s.rng() % 20);
+                        ++s.pauses;
                     }
                 }
-                pfds[i] = {finished ? -1 : fds[i].get(), events, 0};
+                if (now >= s.resume_at) {
+                    c.send_limit += s.next_chunk;
+                    s.next_chunk = 0;
+                } else {
+                    wake = std::min(wake, s.resume_at);
+                }
             }
             if (all_done || now >= deadline) {
                 break;
             }
-            if (::poll(pfds.data(), pfds.size(), ms_until(wake)) < 0 && errno != EINTR) {
-                FAIL("poll: ", errno_text(errno));
-            }
-            for (std::size_t i = 0; i < clients; ++i) {
-                Chunker& c = chunkers[i];
-                const short re = pfds[i].revents;
-                if ((re & POLLOUT) != 0) {
-                    const ssize_t n = ::send(fds[i].get(), c.data.data() + c.sent, c.chunk_left, MSG_NOSIGNAL);
-                    if (n > 0) {
-                        c.sent += static_cast<std::size_t>(n);
-                        c.chunk_left -= static_cast<std::size_t>(n);
-                        if (c.chunk_left == 0 && c.sent < c.data.size()) {
-                            next_chunk(c);
-                            if (c.rng() % 8 == 0) {
-                                c.resume_at = Clock::now() + milliseconds(1 + c.rng() % 20);
-                                ++c.pauses;
-                            }
-                        }
-                    } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                        c.error = errno;
-                    }
-                }
-                if ((re & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                    char buffer[64 * 1024];
-                    const ssize_t n = ::recv(fds[i].get(), buffer, sizeof buffer, 0);
-                    if (n > 0) {
-                        c.received.append(buffer, static_cast<std::size_t>(n));
-                    } else if (n == 0) {
-                        c.eof = true;
-                    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                        c.error = errno;
-                    }
-                }
-            }
+            poll_round(chunkers, left_until(wake));
         }
         for (std::size_t i = 0; i < clients; ++i) {
-            const Chunker& c = chunkers[i];
-            MESSAGE("client ", i, " (seed ", seed, "): ", c.data.size(), " bytes in ", c.chunks, " chunks with ", c.pauses,
-                    " pauses");
-            CHECK_MESSAGE(first_difference(c.received, c.data) == "", "client ", i, ": eof=", c.eof, " error=",
-                          errno_text(c.error));
+            const Client& c = chunkers[i];
+            MESSAGE("client ", i, " (seed ", seed, "): ", size, " bytes in ", schedules[i].chunks, " chunks with ",
+                    schedules[i].pauses, " pauses");
+            CHECK_MESSAGE((c.echoed_all() && c.received == size), "client ", i, ": ", c.describe());
         }
         MESSAGE(server.announced_backend(), ": chunked echo took ", ms_since(start), " ms");
     }
@@ -812,28 +727,14 @@ TEST_CASE("chunking: random chunk sizes and pauses come back byte-exact; so does
                 return;
             }
         });
-        std::string received;
-        received.reserve(size);
+        // The reading side: a client of the same socket that sends nothing and keeps what comes
+        // back (the engine never blocks on the blocking socket).
+        Client reader = Client::storing(std::move(fd));
+        reader.expect = size;
+        reader.stored.reserve(size);
         const auto start = Clock::now();
-        const auto deadline = start + patience(60s);
-        std::vector<char> buffer(256 * KiB);
-        bool eof = false;
-        int read_error = 0;
-        while (received.size() < size && Clock::now() < deadline && !eof && read_error == 0) {
-            pollfd p{raw, POLLIN, 0};
-            if (::poll(&p, 1, ms_until(deadline)) <= 0) {
-                continue;
-            }
-            const ssize_t n = ::recv(raw, buffer.data(), buffer.size(), MSG_DONTWAIT);
-            if (n > 0) {
-                received.append(buffer.data(), static_cast<std::size_t>(n));
-            } else if (n == 0) {
-                eof = true;
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                read_error = errno;
-            }
-        }
-        if (received.size() < size) {
+        const auto r = drive(reader, patience(60s));
+        if (reader.received < size) {
             ::shutdown(raw, SHUT_RDWR);  // wakes the writer if it is still blocked
         }
         writer.join();
@@ -841,7 +742,7 @@ TEST_CASE("chunking: random chunk sizes and pauses come back byte-exact; so does
                 " send call(s), echoed in ", ms_since(start), " ms");
         CHECK(write_error.load() == 0);
         CHECK(written.load() == size);
-        CHECK_MESSAGE(first_difference(received, data) == "", "eof=", eof, " error=", errno_text(read_error));
+        CHECK_MESSAGE(first_difference(reader.stored, data) == "", r.describe(), ": ", reader.describe());
     }
     check_alive_and_no_leak(server, baseline_fds, 520);
 }
@@ -854,9 +755,9 @@ TEST_CASE("signals under load: SIGUSR1 during traffic prints statistics and dist
     const std::size_t count = 20;
     const std::size_t each = scaled<std::size_t>(4 * MiB, 512 * KiB);
     const std::string pattern = random_bytes(MiB, 601);
-    std::vector<StreamClient> clients;
+    std::vector<Client> clients;
     for (std::size_t i = 0; i < count; ++i) {
-        clients.push_back(make_stream_client(server.port(), pattern, i * 65537, each));
+        clients.push_back(Client::verifying(connect_to(server.port()), pattern, i * 65537, each));
     }
     // A SIGUSR1 each time another eighth of the traffic has come back, once the previous one
     // was answered: signals of one kind sent before the first is delivered merge into one
@@ -880,7 +781,7 @@ TEST_CASE("signals under load: SIGUSR1 during traffic prints statistics and dist
         if (done || Clock::now() >= deadline) {
             break;
         }
-        pump_once(clients, 100ms);
+        poll_round(clients, 100ms);
     }
     MESSAGE(server.announced_backend(), ": ", count, " x ", each / KiB, " KiB echoed in ", ms_since(start), " ms with ",
             signals, " SIGUSR1 during the traffic");
@@ -918,11 +819,11 @@ TEST_CASE("signals under load: SIGTERM during heavy traffic drains every byte re
         const int size = 32 * 1024;
         ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     };
-    std::vector<StreamClient> clients;
+    std::vector<Client> clients;
     for (std::size_t i = 0; i < count; ++i) {
         // Far more than will be sent: the clients push until the server's EOF.
-        clients.push_back(make_stream_client(server.port(), pattern, i * 40009, std::size_t{1} << 40,
-                                             /*reading=*/true, small_receive_buffer));
+        clients.push_back(Client::verifying(connect_to(server.port(), "127.0.0.1", small_receive_buffer), pattern,
+                                            i * 40009, std::size_t{1} << 40));
     }
     const std::size_t before_signal = count * scaled<std::size_t>(2 * MiB, 256 * KiB);
     const auto start = Clock::now();
@@ -947,7 +848,7 @@ TEST_CASE("signals under load: SIGTERM during heavy traffic drains every byte re
         if (all_closed) {
             break;
         }
-        pump_once(clients, 100ms);
+        poll_round(clients, 100ms);
     }
     REQUIRE_MESSAGE(signalled, "the traffic never reached ", before_signal, " bytes");
     std::size_t sent = 0;
@@ -989,20 +890,20 @@ TEST_CASE("idle timeout: slowloris clients trickling slower than --idle-timeout 
     const std::string pattern = random_bytes(64 * KiB, 801);
     std::mt19937_64 rng(802);
 
-    std::vector<StreamClient> clients;
+    std::vector<Client> clients;
     std::vector<Clock::time_point> next_trickle;
     const auto start = Clock::now();
     for (std::size_t i = 0; i < slow_count; ++i) {
-        clients.push_back(make_stream_client(server.port(), pattern, i * 97, 0));
+        clients.push_back(Client::verifying(connect_to(server.port()), pattern, i * 97, 0));
         // First bytes staggered over half a timeout (so each trickles before it could be idle),
         // meeting the server's sweeps at every phase; then one byte every two timeouts.
         next_trickle.push_back(start + timeout * static_cast<long>(i) / static_cast<long>(2 * slow_count));
     }
     LatencyLog latency;
     for (std::size_t i = 0; i < active_count; ++i) {
-        clients.push_back(make_stream_client(server.port(), pattern, 5000 + i * 331, 0));
+        clients.push_back(Client::verifying(connect_to(server.port()), pattern, 5000 + i * 331, 0));
     }
-    auto next_request = [&](StreamClient& c) {
+    auto next_request = [&](Client& c) {
         c.send_limit += 1 + rng() % 512;
         c.request_started = Clock::now();
     };
@@ -1020,20 +921,20 @@ TEST_CASE("idle timeout: slowloris clients trickling slower than --idle-timeout 
         slow_closed = 0;
         auto wake = now + 50ms;
         for (std::size_t i = 0; i < slow_count; ++i) {
-            StreamClient& c = clients[i];
+            Client& c = clients[i];
             if (c.closed()) {
                 ++slow_closed;
                 continue;
             }
             if (now >= next_trickle[i] && c.sent == c.send_limit) {
-                c.send_limit += 1;  // one byte; pump_once sends it
+                c.send_limit += 1;  // one byte; poll_round sends it
                 ++trickles;
                 next_trickle[i] = now + trickle_every;
             }
             wake = std::min(wake, next_trickle[i]);
         }
         for (std::size_t i = 0; i < active_count; ++i) {
-            StreamClient& c = clients[slow_count + i];
+            Client& c = clients[slow_count + i];
             if (c.request_answered()) {
                 latency.add(now - c.request_started);
                 next_request(c);
@@ -1042,7 +943,7 @@ TEST_CASE("idle timeout: slowloris clients trickling slower than --idle-timeout 
         if (slow_closed == slow_count && now - start >= timeout * 3) {
             break;
         }
-        pump_once(clients, std::chrono::duration_cast<milliseconds>(wake - now) + 1ms);
+        poll_round(clients, std::chrono::duration_cast<milliseconds>(wake - now) + 1ms);
     }
     MESSAGE(server.announced_backend(), ": ", slow_closed, " of ", slow_count, " slowloris clients closed by the server after ",
             trickles, " trickled bytes, ", ms_since(start), " ms; active: ", latency.describe());

@@ -1,108 +1,27 @@
-// End-to-end test helpers: the echoplex binary as a child process (started, signalled, watched
-// through /proc, killed on scope exit) and loopback clients driven by poll() with deadlines.
-// Nothing here sleeps: every wait is a poll(2) or a condition variable with a deadline.
+// The echoplex binary as a child of the test: started with --backend set to the backend under
+// test, ready once its startup line was read, watched through /proc and its stats lines, and run
+// under ECHOPLEX_WRAPPER (valgrind) when the test setup asks for it.
 #pragma once
 
-#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "echoplex/io/unique_fd.hpp"
+#include "support/child_process.hpp"
 
 namespace echoplex::test {
 
 // The program under test: $ECHOPLEX_BIN (meson sets it). Throws when unset.
 std::string server_binary();
 
-// How a child ended: exited with `code`, or killed by `signal`.
-struct ExitStatus {
-    bool exited = false;
-    int code = -1;
-    int signal = 0;
-    bool ok() const noexcept { return exited && code == 0; }
-    std::string describe() const;
-};
-
-// A resource limit set in the child between fork and exec (setrlimit(2) is async-signal-safe),
-// e.g. {RLIMIT_NOFILE, 64, 64} to run a server that runs out of descriptors early.
-struct ResourceLimit {
-    int resource = RLIMIT_NOFILE;
-    rlim_t soft = 0;
-    rlim_t hard = 0;
-};
-
-// A child process with stdout and stderr captured by a reader thread (so the child never blocks
-// on a full pipe). Killed (SIGKILL) and reaped on destruction if still running.
-class ChildProcess {
-public:
-    // Runs `program` with `args` (argv[1..]) and `limits` applied. Throws std::system_error if it
-    // cannot be started (a failed exec or setrlimit shows up as exit code 127 with a line on stderr).
-    ChildProcess(const std::string& program, const std::vector<std::string>& args,
-                 const std::vector<ResourceLimit>& limits = {});
-    ChildProcess(const ChildProcess&) = delete;
-    ChildProcess& operator=(const ChildProcess&) = delete;
-    ~ChildProcess();
-
-    pid_t pid() const noexcept { return pid_; }
-
-    // Sends `sig` unless the child was already reaped. Returns false if kill(2) failed.
-    bool send_signal(int sig);
-
-    // Waits (pidfd + poll) at most `timeout` for the child to end and reaps it; nullopt if it is
-    // still running. Once reaped, later calls return the same status at once.
-    std::optional<ExitStatus> wait_exit(std::chrono::milliseconds timeout);
-    bool running();
-
-    // Everything captured so far.
-    std::string stdout_text() const;
-    std::string stderr_text() const;
-
-    // Waits until `pred(stdout, stderr)` holds or both streams reached EOF or the deadline passed.
-    // Returns pred's final value.
-    bool wait_output(const std::function<bool(const std::string& out, const std::string& err)>& pred,
-                     std::chrono::milliseconds timeout) const;
-
-    // Waits for both streams to reach EOF (the child and everything it started closed them).
-    bool wait_output_eof(std::chrono::milliseconds timeout) const;
-
-private:
-    void reader_main(int out_fd, int err_fd);
-
-    pid_t pid_ = -1;
-    UniqueFd pidfd_;
-    std::optional<ExitStatus> status_;
-    mutable std::mutex mutex_;
-    mutable std::condition_variable changed_;
-    std::string out_;
-    std::string err_;
-    bool out_eof_ = false;
-    bool err_eof_ = false;
-    std::thread reader_;
-};
-
-// Result of running the binary to completion.
-struct RunResult {
-    ExitStatus status;
-    std::string out;
-    std::string err;
-};
-
 // Runs $ECHOPLEX_BIN with exactly `args` (no --backend is added), waiting at most `timeout`
 // for it to exit; a child still running then is killed and the result says signal 9.
 RunResult run_server_to_completion(const std::vector<std::string>& args,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
-
-// The lines of `text` (without the '\n'); a final line without '\n' is included.
-std::vector<std::string> split_lines(const std::string& text);
 
 // One stats line: "echoplex: stats: accepted=N refused=N open=N peak=N bytes_in=N bytes_out=N paused=N".
 struct Stats {
@@ -205,74 +124,5 @@ private:
     std::vector<std::uint16_t> ports_;
     std::vector<std::string> services_;
 };
-
-// ---- clients ----
-
-// Connects a TCP socket to host:port (host "127.0.0.1" or "::1" or any numeric address),
-// blocking, then makes it non-blocking, close-on-exec, TCP_NODELAY. `before_connect` may set
-// socket options (e.g. SO_RCVBUF) on the fresh socket. Throws std::system_error on failure.
-UniqueFd connect_to(std::uint16_t port, const std::string& host = "127.0.0.1",
-                    const std::function<void(int)>& before_connect = {});
-
-// True if a socket can be bound on [::1]:0 here.
-bool ipv6_loopback_available();
-
-// Random bytes, all 256 values, reproducible from `seed`.
-std::string random_bytes(std::size_t size, std::uint64_t seed);
-
-// One client conversation driven by drive_sessions(): writes `to_send` (in chunks, whenever the
-// socket is writable) while reading whatever comes back.
-struct Session {
-    UniqueFd fd;
-    std::string to_send;
-    std::size_t sent = 0;
-    std::string received;
-    // Done once `expect` bytes were received (default: to_send.size()); or, with until_eof, once
-    // EOF (or a reset) was seen.
-    std::optional<std::size_t> expect;
-    bool until_eof = false;
-    // shutdown(SHUT_WR) once everything was sent.
-    bool shutdown_after_send = false;
-    bool shut_down = false;
-
-    bool eof = false;   // read returned 0
-    int error = 0;      // errno of a failed read/write (e.g. ECONNRESET), 0 if none
-
-    std::size_t expected() const { return expect.value_or(to_send.size()); }
-    bool done() const;
-};
-
-struct DriveResult {
-    bool all_done = false;
-    std::size_t done = 0;
-    std::size_t total = 0;
-    std::chrono::milliseconds elapsed{0};
-    std::string describe() const;
-};
-
-// Drives all sessions concurrently with one poll() loop until every one is done or `deadline`
-// passes. A session whose socket fails (error set) counts as done only with until_eof.
-DriveResult drive_sessions(std::vector<Session>& sessions, std::chrono::milliseconds deadline);
-
-// Writes from a repeating pattern to `fd` without ever reading, until `limit` bytes were sent or
-// no byte could be sent for `stall`, or `deadline` passed. Returns the bytes sent (stops early on
-// a write error, reported through `error`).
-struct PushResult {
-    std::size_t sent = 0;
-    bool stalled = false;  // stopped because nothing moved for `stall`
-    int error = 0;
-};
-PushResult push_without_reading(int fd, const std::string& pattern, std::size_t limit,
-                                std::chrono::milliseconds stall, std::chrono::milliseconds deadline,
-                                std::size_t start_offset = 0);
-
-// Reads until EOF, a read error, or `deadline`. `eof`/`error` say which happened.
-struct ReadResult {
-    std::string data;
-    bool eof = false;
-    int error = 0;
-    bool timed_out = false;
-};
-ReadResult read_until_eof(int fd, std::chrono::milliseconds deadline);
 
 }  // namespace echoplex::test

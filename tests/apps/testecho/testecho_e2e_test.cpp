@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_process.hpp"
 #include "support/doctest.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"
@@ -31,30 +32,33 @@ using namespace std::chrono_literals;
 
 struct Json {
     enum class Type { null, boolean, number, string, array, object } type = Type::null;
-    struct Member;  // defined below: a member of a type cannot hold that type before it is complete
     bool boolean = false;
     double number = 0;
     std::string string;
     std::vector<Json> array;
-    std::vector<Member> object;
+    // An object's members in order, keys[i] naming values[i]. (Not a vector of pair<string, Json>:
+    // with libstdc++ 12, clang instantiates that pair while Json is still incomplete.)
+    std::vector<std::string> keys;
+    std::vector<Json> values;
 
-    const Json& operator[](std::string_view key) const;
+    const Json& operator[](std::string_view key) const {
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            if (keys[i] == key) {
+                return values[i];
+            }
+        }
+        throw std::runtime_error("JSON has no field '" + std::string(key) + "'");
+    }
+    bool has(std::string_view key) const {
+        for (const auto& k : keys) {
+            if (k == key) {
+                return true;
+            }
+        }
+        return false;
+    }
     std::uint64_t u64() const { return static_cast<std::uint64_t>(number); }
 };
-
-struct Json::Member {
-    std::string key;
-    Json value;
-};
-
-const Json& Json::operator[](std::string_view key) const {
-    for (const auto& member : object) {
-        if (member.key == key) {
-            return member.value;
-        }
-    }
-    throw std::runtime_error("JSON has no field '" + std::string(key) + "'");
-}
 
 class JsonReader {
 public:
@@ -169,7 +173,8 @@ private:
                 if (!take(":")) {
                     fail(": expected");
                 }
-                v.object.push_back(Json::Member{std::move(key), value()});
+                v.keys.push_back(std::move(key));
+                v.values.push_back(value());
                 skip_space();
             } while (take(","));
             if (!take("}")) {
@@ -200,23 +205,11 @@ std::string env_path(const char* name) {
     return value;
 }
 
-RunResult run_program(const std::string& program, const std::vector<std::string>& args,
-                      std::chrono::milliseconds timeout = 30s) {
-    ChildProcess child(program, args);
-    auto status = child.wait_exit(timeout);
-    if (!status) {
-        child.send_signal(SIGKILL);
-        status = child.wait_exit(5s);
-    }
-    child.wait_output_eof(5s);
-    return {status.value_or(ExitStatus{}), child.stdout_text(), child.stderr_text()};
-}
-
 std::string backend() { return std::string(backend_name(backend_under_test())); }
 
 RunResult testecho(std::vector<std::string> args) {
     args.insert(args.begin(), "--backend=" + backend());
-    return run_program(env_path("TESTECHO_BIN"), args);
+    return run_to_completion(env_path("TESTECHO_BIN"), args, 30s);
 }
 
 std::string port_list(const ServerProcess& server) {
@@ -585,14 +578,15 @@ TEST_CASE("usage errors exit 2 with one line on stderr; --help and --version exi
 
 TEST_CASE("echo-client prints each reply, in echo and in stamp mode") {
     ServerProcess echo({"--port", "0"});
-    const RunResult plain = run_program(env_path("ECHO_CLIENT_BIN"),
-                                        {"--port", std::to_string(echo.port()), "127.0.0.1", "spam", "eggs"});
+    const RunResult plain = run_to_completion(env_path("ECHO_CLIENT_BIN"),
+                                              {"--port", std::to_string(echo.port()), "127.0.0.1", "spam", "eggs"}, 30s);
     INFO("stderr: ", plain.err);
     CHECK(plain.status.ok());
     CHECK(plain.out == "Client received: spam\nClient received: eggs\n");
 
     ServerProcess stamp({"--port", "0", "--reply=stamp"});
-    const RunResult book = run_program(env_path("ECHO_CLIENT_BIN"), {"--port", std::to_string(stamp.port()), "127.0.0.1"});
+    const RunResult book =
+        run_to_completion(env_path("ECHO_CLIENT_BIN"), {"--port", std::to_string(stamp.port()), "127.0.0.1"}, 30s);
     CHECK(book.status.ok());
     const auto lines = split_lines(book.out);
     REQUIRE(lines.size() == 1);
@@ -602,7 +596,7 @@ TEST_CASE("echo-client prints each reply, in echo and in stamp mode") {
 
 TEST_CASE("echo-client: no server is exit 1 with the errno") {
     const RefusingPort port;
-    const RunResult r = run_program(env_path("ECHO_CLIENT_BIN"), {"--port", port.number(), "127.0.0.1"});
+    const RunResult r = run_to_completion(env_path("ECHO_CLIENT_BIN"), {"--port", port.number(), "127.0.0.1"}, 30s);
     CHECK(r.status.exited);
     CHECK(r.status.code == 1);
     CHECK(r.err.find("ECONNREFUSED") != std::string::npos);
