@@ -124,6 +124,7 @@ void Connection::read_input() {
                 return;  // level-triggered: any more is reported again
             case IoStatus::end:
                 state_ = ConnectionState::peer_closed;
+                finish_reason_ = "client closed";
                 protocol_->on_input_end(*this, input_);
                 input_.clear();
                 return;
@@ -230,7 +231,7 @@ void Connection::on_output_delivered() {
     // for at most the linger timeout.
     stream_->shutdown_write();
     if (state_ == ConnectionState::peer_closed) {
-        close_now("client closed");
+        close_now(finish_reason_);
         return;
     }
     state_ = ConnectionState::lingering;
@@ -322,6 +323,8 @@ void Connection::drain() {
         state_ = ConnectionState::finishing;
         finish_reason_ = "drained";
         input_.clear();
+    } else if (state_ == ConnectionState::peer_closed) {
+        finish_reason_ = "drained";  // it was closing anyway once its output is delivered
     }
     settle();
 }

@@ -53,6 +53,29 @@ struct LateTick final : Protocol {
     }
 };
 
+// Sends 64 KiB every millisecond from a timer, whether or not the client reads (reading
+// never pauses it, so the watermarks cannot help): only the output limit stops it.
+struct Flood final : Protocol {
+    std::optional<TimerId> timer;
+    EventLoop* loop = nullptr;
+    Session* session = nullptr;
+    void on_open(Session& s) override {
+        session = &s;
+        loop = &s.loop();
+        tick();
+    }
+    void tick() {
+        session->send(std::string(64 * 1024, 'f'));
+        timer = loop->add_timer(1ms, [this] { tick(); });
+    }
+    void on_input(Session&, ByteQueue& input) override { input.clear(); }
+    void on_close() override {
+        if (timer) {
+            loop->cancel_timer(*timer);
+        }
+    }
+};
+
 TcpServerOptions options_with(std::vector<std::pair<std::string, ProtocolFactory>> protocols) {
     TcpServerOptions options;
     for (auto& [name, factory] : protocols) {
@@ -71,6 +94,10 @@ std::uint64_t stat(const TcpServer& server, const std::string& name) {
     REQUIRE(at != std::string::npos);
     return std::stoull(line.substr(at + name.size() + 2));
 }
+
+// What a server can have sent to a non-reading loopback client before its output limit bites:
+// the 512 KiB limit, one more answer, and generous room for the two sockets' kernel buffers.
+std::uint64_t options_limit_plus_buffers() { return 512 * 1024 + 64 * 1024 + 16 * 1024 * 1024; }
 
 ProtocolFactory shout() {
     return [] { return std::make_unique<Shout>(); };
@@ -116,6 +143,17 @@ TEST_CASE("a client whose unfinished frame passes the input limit is closed, the
     bool polite_closed = false;
     CHECK(s.read_until(polite.get(), answer, polite_closed, [](const std::string& r, bool) { return r == "STILL HERE\n"; }));
     CHECK_FALSE(polite_closed);
+}
+
+TEST_CASE("a protocol that keeps sending to a client that does not read is stopped by the output limit") {
+    TcpServerOptions options = options_with({{"flood", [] { return std::make_unique<Flood>(); }}});
+    options.limits.output_limit = 512 * 1024;
+    InProcessServer s(std::move(options));
+    const UniqueFd client = s.connect();  // never reads
+    CHECK(run_until(*s.loop, [&] { return stat(*s.server, "accepted") == 1 && stat(*s.server, "open") == 0; },
+                    20000, 1ms));
+    // It was closed by the server, having been sent less than the limit plus the kernel's buffers.
+    CHECK(stat(*s.server, "bytes_out") < options_limit_plus_buffers());
 }
 
 TEST_CASE("output a protocol makes later, from a timer, is delivered, and finish() closes after it") {

@@ -144,7 +144,7 @@ private:
     Clock::time_point last_activity_;
     std::optional<TimerId> linger_timer_;
     std::string close_reason_;             // why a close was asked for (logged by the owner)
-    std::string finish_reason_ = "drained";  // the reason once a finished or drained close ends
+    std::string finish_reason_;            // why a graceful close happens: drained, finished, client closed
     std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
     ConnectionState state_ = ConnectionState::open;
     bool opened_ = false;          // the protocol's on_open ran: on_close is owed
