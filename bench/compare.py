@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,12 +67,26 @@ def syscalls_per_message(args: argparse.Namespace, machine: Machine, binary: str
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out_file = f"{tmp}/strace.out"
-        server = Server(machine.server(["strace", "-c", "-o", out_file, binary, "-p", "0", "-q"]))
-        report = testecho(args, machine, server.port, ["-c", str(conns), "-s", str(size), "-n", str(requests)])
-        server.stop()
-        text = Path(out_file).read_text()
-        total = re.search(r"^100\.00\s+\S+\s+\S+\s+(\d+)", text, re.M)
-        return int(total.group(1)) / report["messages"] if total else None
+        server = Server(machine.server([binary, "-p", "0", "-q"]))
+        # Attached to the running server, so that its startup is not counted; strace says when.
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out_file, "-p", str(server.proc.pid)],
+                                  stderr=subprocess.PIPE, text=True)
+        assert tracer.stderr is not None
+        for line in tracer.stderr:
+            if "attached" in line:
+                break
+        try:
+            report = testecho(args, machine, server.port, ["-c", str(conns), "-s", str(size), "-n", str(requests)])
+        finally:
+            tracer.send_signal(signal.SIGINT)  # detaches and writes the table
+            tracer.wait(timeout=30)
+            server.stop()
+        calls = 0
+        for line in Path(out_file).read_text().splitlines():
+            parts = line.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(parts) >= 5 and parts[-1] not in ("syscall", "total") and parts[3].isdigit():
+                calls += int(parts[3])
+        return calls / report["messages"] if calls else None
 
 
 def main() -> int:

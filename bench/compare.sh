@@ -16,8 +16,9 @@ bash "$root/scripts/deps.sh" valgrind strace util-linux
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 options=(--wrap-mode=nodownload -Dbuildtype=release -Db_ndebug=true)
-git -C "$root" archive "$rev" | tar -x -C "$work" --one-top-level=src
-meson setup "$work/build" "$work/src" "${options[@]}" >/dev/null
+mkdir "$work/tree"
+git -C "$root" archive "$rev" | tar -x -C "$work/tree"
+meson setup "$work/build" "$work/tree" "${options[@]}" >/dev/null
 ninja -C "$work/build" src/echoplex >/dev/null
 
 build="$root/build-bench"

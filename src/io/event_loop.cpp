@@ -81,7 +81,7 @@ Result<void> EventLoop::watch(int fd, IoHandler& handler, Interest want) {
     return {};
 }
 
-Result<void> EventLoop::set_interest(int fd, Interest want) {
+Result<void> EventLoop::change_interest(int fd, Interest want) {
     if (!watched(fd)) {
         return Error{"set_interest", make_error_code(errc::bad_argument), "(descriptor not watched)"};
     }

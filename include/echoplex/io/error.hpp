@@ -4,6 +4,7 @@
 
 #include <cassert>
 #include <cerrno>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -69,16 +70,17 @@ template <>
 class [[nodiscard]] Result<void> {
 public:
     Result() = default;
-    Result(Error error) : error_(std::move(error)), failed_(true) {}  // NOLINT: implicit by design
+    Result(Error error) : error_(std::move(error)) {}  // NOLINT: implicit by design
 
-    bool has_value() const noexcept { return !failed_; }
+    bool has_value() const noexcept { return !error_.has_value(); }
     explicit operator bool() const noexcept { return has_value(); }
-    const Error& error() const& { assert(failed_); return error_; }
-    Error&& error() && { assert(failed_); return std::move(error_); }
+    const Error& error() const& { assert(error_); return *error_; }
+    Error&& error() && { assert(error_); return std::move(*error_); }
 
 private:
-    Error error_{};
-    bool failed_ = false;
+    // Empty on success, so that the success path (every interest change, every start) builds
+    // and destroys no Error and its string.
+    std::optional<Error> error_;
 };
 
 }  // namespace echoplex

@@ -41,7 +41,16 @@ public:
 
     // Changes the interest of a watched descriptor; calls the backend (modify(fd, old, want)) only
     // when it differs. On failure the interest stays what it was.
-    [[nodiscard]] Result<void> set_interest(int fd, Interest want);
+    [[nodiscard]] Result<void> set_interest(int fd, Interest want) {
+        // Inline for the common case, which is every event of a steady connection: no change.
+        if (fd >= 0 && static_cast<std::size_t>(fd) < slots_.size()) {
+            const Slot& slot = slots_[static_cast<std::size_t>(fd)];
+            if (slot.handler != nullptr && slot.interest == want) {
+                return {};
+            }
+        }
+        return change_interest(fd, want);
+    }
 
     // Interest::none for descriptors not watched.
     Interest interest(int fd) const noexcept;
@@ -88,6 +97,7 @@ private:
     };
     class SignalHandler;
 
+    Result<void> change_interest(int fd, Interest want);
     Slot* live_slot(int fd) noexcept;  // a slot that may receive this batch's events, or nullptr
     std::size_t dispatch(std::span<const Readiness> ready);
     std::size_t run_deferred();
