@@ -1,4 +1,4 @@
-// SocketIo: the socket calls a Connection makes, behind a small interface. It exists so that the
+// SocketIo: the socket calls a ReactorStream makes, behind a small interface. It exists so that the
 // fuzzer and tests can script the kernel's answers (short reads and writes, would-block, EOF,
 // reset) that real sockets produce only by chance; production uses system_socket_io().
 #pragma once

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
+#include "echoplex/net/io_result.hpp"
 
 namespace echoplex::testecho {
 namespace {
@@ -153,19 +154,16 @@ void LoadClient::flush() {
         msg.msg_iov = iov.data();
         msg.msg_iovlen = count;
         // MSG_NOSIGNAL: a server that vanished is an error to count, not a SIGPIPE to die of.
-        const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break;
-            }
-            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("send").message()));
+        const IoResult sent = retry_eintr([&] { return ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL); });
+        if (sent.status == IoStatus::would_block) {
+            break;
+        }
+        if (sent.status != IoStatus::ok) {
+            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("send", sent.error).message()));
             return;
         }
-        context_.result.bytes_sent += static_cast<std::uint64_t>(n);
-        auto left = static_cast<std::size_t>(n);
+        context_.result.bytes_sent += sent.bytes;
+        auto left = sent.bytes;
         while (left > 0) {
             const std::size_t rest = in_flight_[unsent_index_].bytes.size() - unsent_offset_;
             const std::size_t step = std::min(rest, left);
@@ -216,23 +214,21 @@ void LoadClient::on_readable() {
 void LoadClient::receive() {
     auto& buffer = context_.read_buffer;
     for (int i = 0; i < reads_per_event && state_ == State::running; ++i) {
-        const ssize_t n = ::recv(fd_.get(), buffer.data(), buffer.size(), 0);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break;
-            }
-            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("recv").message()));
+        const IoResult got_bytes = retry_eintr([&] { return ::recv(fd_.get(), buffer.data(), buffer.size(), 0); });
+        if (got_bytes.status == IoStatus::would_block) {
+            break;
+        }
+        if (got_bytes.status == IoStatus::reset || got_bytes.status == IoStatus::failed) {
+            fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("recv", got_bytes.error).message()));
             return;
         }
-        if (n == 0) {
+        if (got_bytes.status == IoStatus::end) {
             // testecho always closes first, so any EOF from the server is early.
             fail(Kind::closed, fmt::format("offset {}: server closed the connection{}", data_offset_,
                                            in_flight_.empty() ? "" : " with echoes outstanding"));
             return;
         }
+        const std::size_t n = got_bytes.bytes;
         const auto now = Clock::now();
         context_.result.bytes_received += static_cast<std::uint64_t>(n);
         const std::string_view got(buffer.data(), static_cast<std::size_t>(n));
