@@ -12,22 +12,13 @@
 #include <cstring>
 #include <system_error>
 
+#include "support/syscall.hpp"
+
 namespace echoplex::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-[[noreturn]] void fail(const char* what, int err = errno) {
-    throw std::system_error(err, std::system_category(), what);
-}
-
-int checked(int rc, const char* what) {
-    if (rc < 0) {
-        fail(what);
-    }
-    return rc;
-}
 
 // Milliseconds left until `deadline`, clamped to [0, INT_MAX] for poll(2).
 int ms_left(Clock::time_point deadline) {

@@ -17,22 +17,13 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "support/syscall.hpp"
+
 namespace echoplex::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-[[noreturn]] void fail(const char* what, int err = errno) {
-    throw std::system_error(err, std::system_category(), what);
-}
-
-int checked(int rc, const char* what) {
-    if (rc < 0) {
-        fail(what);
-    }
-    return rc;
-}
 
 void set_nonblocking(int fd) {
     const int flags = checked(::fcntl(fd, F_GETFL), "fcntl(F_GETFL)");

@@ -14,19 +14,9 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "support/syscall.hpp"
+
 namespace echoplex::test {
-namespace {
-
-[[noreturn]] void fail(const char* what) { throw std::system_error(errno, std::system_category(), what); }
-
-int checked(int rc, const char* what) {
-    if (rc < 0) {
-        fail(what);
-    }
-    return rc;
-}
-
-}  // namespace
 
 BackendKind backend_under_test() {
     const char* name = std::getenv("ECHOPLEX_BACKEND");
