@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [EXTRA_PACKAGE...]   (extras: e.g. scripts/fuzz.sh's clang and libFuzzer)
 set -euo pipefail
 
-packages=(meson ninja-build pkg-config cmake g++ libfmt-dev doctest-dev python3)
+packages=(meson ninja-build pkg-config cmake g++ libfmt-dev doctest-dev liburing-dev python3)
 packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do

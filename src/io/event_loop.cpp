@@ -26,6 +26,7 @@ private:
 
 EventLoop::EventLoop(std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {
     assert(backend_ != nullptr);
+    ring_ = backend_->completion_ring();
 }
 
 EventLoop::~EventLoop() {
@@ -151,8 +152,77 @@ Result<void> EventLoop::on_signal(int signo, std::function<void(int)> callback) 
 
 void EventLoop::defer(std::function<void()> work) { deferred_.push_back(std::move(work)); }
 
+CompletionTag EventLoop::add_completion_handler(CompletionHandler& handler) {
+    std::uint32_t slot = 0;
+    if (!free_handler_slots_.empty()) {
+        slot = free_handler_slots_.back();
+        free_handler_slots_.pop_back();
+    } else {
+        slot = static_cast<std::uint32_t>(handlers_.size());
+        handlers_.emplace_back();
+    }
+    handlers_[slot].handler = &handler;
+    return {slot, handlers_[slot].generation};
+}
+
+void EventLoop::remove_completion_handler(CompletionTag tag) noexcept {
+    if (live_handler(tag) == nullptr) {
+        return;
+    }
+    HandlerSlot& slot = handlers_[tag.slot];
+    slot.handler = nullptr;
+    // The next handler in this slot gets a new generation: the old tag matches nothing.
+    slot.generation = (slot.generation + 1) & op_data::generation_mask;
+    free_handler_slots_.push_back(tag.slot);
+}
+
+CompletionHandler* EventLoop::live_handler(CompletionTag tag) noexcept {
+    if (tag.slot >= handlers_.size()) {
+        return nullptr;
+    }
+    const HandlerSlot& slot = handlers_[tag.slot];
+    return slot.generation == (tag.generation & op_data::generation_mask) ? slot.handler : nullptr;
+}
+
+void EventLoop::post(CompletionTag tag, OpCode op, int result) { posted_.push_back({tag, op, result}); }
+
+std::size_t EventLoop::complete(std::span<const Completion> done) {
+    std::size_t calls = 0;
+    for (const Completion& completion : done) {
+        // Looked up for each completion: an earlier callback may have removed this handler.
+        CompletionHandler* handler = nullptr;
+        if (op_data::from_handler(completion.data)) {
+            handler = live_handler(op_data::tag(completion.data));
+        }
+        if (handler != nullptr) {
+            handler->on_completion(op_data::op(completion.data), backend_->describe(completion));
+            ++calls;
+        }
+        backend_->finished(completion, handler != nullptr);
+    }
+    return calls;
+}
+
+std::size_t EventLoop::run_posted() {
+    // Posted by posted work: delivered in the next iteration, so this is bounded.
+    std::vector<Posted> work;
+    work.swap(posted_);
+    std::size_t calls = 0;
+    for (const Posted& item : work) {
+        if (CompletionHandler* handler = live_handler(item.tag)) {
+            handler->on_completion(item.op, CompletionInfo{item.result, false, {}});
+            ++calls;
+        }
+    }
+    if (posted_.empty()) {
+        work.clear();
+        posted_.swap(work);  // keeps the capacity for the next iteration
+    }
+    return calls;
+}
+
 std::optional<std::chrono::milliseconds> EventLoop::wait_bound(std::optional<std::chrono::milliseconds> max_wait) {
-    if (!deferred_.empty()) {
+    if (!deferred_.empty() || !posted_.empty()) {
         return std::chrono::milliseconds(0);
     }
     std::optional<std::chrono::milliseconds> bound = max_wait;
@@ -206,6 +276,8 @@ Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds>
     ++batch_;
     now_ = Clock::now();
     std::size_t calls = dispatch(*ready);
+    calls += complete(backend_->completions());
+    calls += run_posted();
     calls += timers_.run_due(now_);
     calls += run_deferred();
     return calls;

@@ -52,6 +52,9 @@ Connection::~Connection() {
     if (opened_) {
         protocol_->on_close();  // a protocol may hold this Session: it must hear the end
     }
+    // Before the queues go: a completion stream destroyed with a send in flight stops the kernel
+    // reading output_ first.
+    stream_.reset();
 }
 
 Result<void> Connection::start() {
@@ -148,9 +151,7 @@ void Connection::discard_input() {
 // ---- writing ----
 
 bool Connection::flush() {
-    if (output_.empty()) {
-        return true;
-    }
+    // Called with nothing queued too: a completion stream reports here what its last send took.
     const IoResult sent = stream_->write(output_, limits_.write_budget);
     stats_.bytes_out += sent.bytes;
     if (sent.status == IoStatus::reset) {

@@ -131,6 +131,10 @@ Result<void> Listener::start() {
     if (backoff_timer_) {
         return {};  // resume() watches the socket when the pause ends
     }
+    if (loop_.completion_ring() != nullptr) {
+        accept_by_completion();
+        return {};
+    }
     return loop_.watch(socket_.get(), *this, Interest::read);
 }
 
@@ -139,10 +143,93 @@ void Listener::close() noexcept {
         loop_.cancel_timer(*backoff_timer_);
         backoff_timer_.reset();
     }
+    stop_accepting();
     if (socket_) {
         loop_.unwatch(socket_.get());
         socket_.reset();
     }
+}
+
+void Listener::set_accept_call(AcceptCall call) {
+    accept_ = std::move(call);
+    scripted_ = true;
+    if (tag_) {
+        stop_accepting();
+        if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
+            back_off(watching.error());
+        }
+    }
+}
+
+void Listener::stop_accepting() noexcept {
+    if (!tag_) {
+        return;
+    }
+    // Synchronously: until the kernel lets go of it, the socket would go on listening. A new tag
+    // next time: whatever completed meanwhile (a socket accepted, an accept that failed before the
+    // cancel reached it) is stale, and the loop drops it, closing any socket it carries.
+    loop_.completion_ring()->cancel_now(socket_.get());
+    loop_.remove_completion_handler(*tag_);
+    tag_.reset();
+    accepting_ = false;
+}
+
+void Listener::accept_by_completion() {
+    if (!socket_ || accepting_) {
+        return;
+    }
+    if (scripted_) {
+        if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
+            back_off(watching.error());
+        }
+        return;
+    }
+    loop_.unwatch(socket_.get());
+    if (!tag_) {
+        tag_ = loop_.add_completion_handler(*this);
+    }
+    loop_.completion_ring()->accept_multishot(socket_.get(), op_data::encode(*tag_, 0, /*fd_result=*/true));
+    accepting_ = true;
+}
+
+void Listener::on_completion(OpCode /*op*/, const CompletionInfo& info) {
+    if (!info.more) {
+        accepting_ = false;
+    }
+    if (info.result >= 0) {
+        UniqueFd client(info.result);
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        std::string address = ::getpeername(client.get(), reinterpret_cast<sockaddr*>(&peer), &len) == 0
+                                  ? format_address(reinterpret_cast<const sockaddr*>(&peer))
+                                  : std::string("?");
+        take(std::move(client), std::move(address));  // may close this listener
+        if (socket_ && !accepting_) {
+            accept_by_completion();
+        }
+        return;
+    }
+    const int err = -info.result;
+    if (!socket_ || err == ECANCELED || accepting_) {
+        return;
+    }
+    if (connection_gone(err)) {
+        accept_by_completion();
+        return;
+    }
+    // EMFILE and the like: the accept4 path knows what to do (spare descriptor, back-off) and
+    // comes back here once the queue is empty.
+    if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
+        back_off(watching.error());
+    }
+}
+
+void Listener::take(UniqueFd client, std::string peer) {
+    next_backoff_ = first_backoff;
+    const int one = 1;
+    // Echo replies are small and latency-bound; Nagle would hold them back.
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    on_accept_(std::move(client), std::move(peer));
 }
 
 void Listener::on_readable() {
@@ -152,11 +239,7 @@ void Listener::on_readable() {
         socklen_t len = sizeof peer;
         UniqueFd client(accept_(socket_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client) {
-            next_backoff_ = first_backoff;
-            const int one = 1;
-            // Echo replies are small and latency-bound; Nagle would hold them back.
-            ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            on_accept_(std::move(client), format_address(reinterpret_cast<const sockaddr*>(&peer)));
+            take(std::move(client), format_address(reinterpret_cast<const sockaddr*>(&peer)));
             continue;
         }
         int err = errno;
@@ -164,6 +247,9 @@ void Listener::on_readable() {
             continue;
         }
         if (err == EAGAIN || err == EWOULDBLOCK) {
+            if (loop_.completion_ring() != nullptr) {
+                accept_by_completion();  // the trouble is over: back to the multishot accept
+            }
             return;  // the queue is empty
         }
         if (err == EMFILE || err == ENFILE) {
@@ -229,6 +315,8 @@ void Listener::resume() {
     if (!spare_) {
         reopen_spare();
     }
+    // On a completion loop too, readiness first: the accept4 path tells whether the condition is
+    // over before the multishot accept is armed again (with no free descriptor it fails at once).
     if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
         back_off(watching.error());
     }

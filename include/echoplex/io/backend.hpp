@@ -1,5 +1,7 @@
-// The readiness backend: the one question a multiplexer answers (which descriptors are ready?),
-// asked through select(2), poll(2) or epoll(7) behind one interface chosen at run time.
+// The backend: the one question a multiplexer answers (which descriptors are ready?), asked
+// through select(2), poll(2), epoll(7) or io_uring(7) behind one interface chosen at run time.
+// io_uring answers it with poll submissions and also completes operations (accept, receive, send)
+// for the sockets that submit them: the completion half below, empty for the other three.
 #pragma once
 
 #include <chrono>
@@ -10,13 +12,14 @@
 #include <string_view>
 #include <vector>
 
+#include "echoplex/io/completion.hpp"
 #include "echoplex/io/error.hpp"
 
 namespace echoplex {
 
 // The mechanisms echoplex knows. The enumerator names are the one spelling used by
 // --backend, ECHOPLEX_BACKEND, log lines and test names.
-enum class BackendKind : std::uint8_t { epoll, poll, select };
+enum class BackendKind : std::uint8_t { epoll, poll, select, io_uring };
 
 // What the caller wants to hear about for one descriptor. A bit set: both = read | write.
 enum class Interest : std::uint8_t { none = 0, read = 1, write = 2, both = 3 };
@@ -81,19 +84,36 @@ public:
 
     [[nodiscard]] virtual Result<std::span<const Readiness>> wait(
         std::optional<std::chrono::milliseconds> timeout) = 0;
+
+    // ---- completions (io_uring only; a readiness backend has none) ----
+    // Where operations are submitted; nullptr for a readiness backend.
+    virtual CompletionRing* completion_ring() noexcept { return nullptr; }
+    // The completions of handlers' operations that the last wait collected, valid until the next.
+    virtual std::span<const Completion> completions() const noexcept { return {}; }
+    // The result, whether more will follow, and the received bytes of one completion.
+    virtual CompletionInfo describe(const Completion& completion) const noexcept {
+        return {completion.result, false, {}};
+    }
+    // After a completion was delivered to its handler (or dropped: its handler has gone, and a
+    // descriptor it carries is closed). Gives its buffer back to the ring.
+    virtual void finished(const Completion& completion, bool delivered) noexcept {
+        (void)completion;
+        (void)delivered;
+    }
 };
 
-// "epoll" | "poll" | "select".
+// "epoll" | "poll" | "select" | "io_uring".
 std::string_view backend_name(BackendKind kind) noexcept;
 
 // Parses a backend name; nullopt for a name that is not a backend (compiled in or not).
 std::optional<BackendKind> parse_backend_kind(std::string_view name) noexcept;
 
-// The backends compiled into this build, best first. The first is the default.
+// The backends compiled into this build. The first is the default (epoll where the platform has
+// it); io_uring, when compiled in, comes last: a kernel may still refuse it at run time.
 std::span<const BackendKind> available_backends() noexcept;
 
 // Creates a backend; errc::backend_unavailable if it was not compiled in, or the system call
-// that failed (epoll_create1).
+// that failed (epoll_create1; io_uring_setup, with why the kernel refused it in the message).
 [[nodiscard]] Result<std::unique_ptr<Backend>> make_backend(BackendKind kind);
 
 }  // namespace echoplex

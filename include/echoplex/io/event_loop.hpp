@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "echoplex/io/backend.hpp"
+#include "echoplex/io/completion.hpp"
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/io_handler.hpp"
 #include "echoplex/io/signal_watcher.hpp"
@@ -60,6 +61,19 @@ public:
     // already collected for it in the current batch are dropped. Unknown descriptors are ignored.
     void unwatch(int fd) noexcept;
 
+    // ---- completions (see completion.hpp) ----
+    // Where operations are submitted: nullptr unless the backend completes them (io_uring).
+    CompletionRing* completion_ring() noexcept { return ring_; }
+    // Registers `handler` (not owned) for completions; the tag goes into every submission's data.
+    CompletionTag add_completion_handler(CompletionHandler& handler);
+    // Forgets the handler: completions still queued for its tag are dropped (a descriptor they
+    // carry closed, a buffer returned). Unknown or stale tags are ignored.
+    void remove_completion_handler(CompletionTag tag) noexcept;
+    // Delivers on_completion(op, {result, false, {}}) to the handler from the loop at the end of
+    // this iteration (posted from there: the next), unless it has been removed by then: how a
+    // completion stream reports "still ready" without a system call.
+    void post(CompletionTag tag, OpCode op, int result);
+
     // One-shot timers on the monotonic clock; the nearest deadline bounds the wait.
     TimerId add_timer(Clock::duration delay, std::function<void()> callback);
     TimerId add_timer_at(Clock::time_point deadline, std::function<void()> callback);
@@ -96,17 +110,33 @@ private:
         std::uint64_t watched_in_batch = 0;
     };
     class SignalHandler;
+    struct HandlerSlot {
+        CompletionHandler* handler = nullptr;
+        std::uint32_t generation = 0;
+    };
+    struct Posted {
+        CompletionTag tag;
+        OpCode op;
+        int result;
+    };
 
     Result<void> change_interest(int fd, Interest want);
     Slot* live_slot(int fd) noexcept;  // a slot that may receive this batch's events, or nullptr
     std::size_t dispatch(std::span<const Readiness> ready);
     std::size_t run_deferred();
+    std::size_t complete(std::span<const Completion> done);
+    std::size_t run_posted();
+    CompletionHandler* live_handler(CompletionTag tag) noexcept;
     std::optional<std::chrono::milliseconds> wait_bound(std::optional<std::chrono::milliseconds> max_wait);
 
     std::unique_ptr<Backend> backend_;
     // Indexed by fd: the one per-descriptor table. The backend keeps no copy of the interests;
     // modify() is told the old interest from here and the new one.
     std::vector<Slot> slots_;
+    CompletionRing* ring_ = nullptr;
+    std::vector<HandlerSlot> handlers_;
+    std::vector<std::uint32_t> free_handler_slots_;
+    std::vector<Posted> posted_;
     TimerQueue timers_;
     std::vector<std::function<void()>> deferred_;
     std::unique_ptr<SignalWatcher> signals_;

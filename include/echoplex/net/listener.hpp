@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "echoplex/io/completion.hpp"
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/io_handler.hpp"
@@ -17,12 +18,17 @@
 
 namespace echoplex {
 
+// On a loop that completes operations (io_uring) the listener keeps a multishot accept in the
+// kernel, which completes once per connection. An accept that fails ends it; the listener then
+// falls back to readiness and the accept4 path below (spare descriptor, back-off) until the queue
+// is empty, and arms the multishot accept again.
+//
 // Accept failures that leave the connection queued (ENOBUFS, ENOMEM, EMFILE/ENFILE when the spare
 // descriptor is gone, anything unexpected) would have a level-triggered loop report the listener
 // readable forever. The listener then backs off: it stops being watched, and a loop timer watches
 // it again (reopening the spare first if it is gone) after first_backoff, a pause that doubles
 // with each failure up to max_backoff and starts over once a connection is accepted.
-class Listener final : public IoHandler {
+class Listener final : public IoHandler, private CompletionHandler {
 public:
     // Receives each accepted socket (non-blocking, close-on-exec) and the peer's address.
     using AcceptFn = std::function<void(UniqueFd socket, std::string peer)>;
@@ -52,10 +58,13 @@ public:
     int fd() const noexcept { return socket_.get(); }
     // True from a failure that left a connection queued until the back-off timer fires.
     bool backing_off() const noexcept { return backoff_timer_.has_value(); }
+    // True while a multishot accept is in the kernel (completion loops only).
+    bool accepting_by_completion() const noexcept { return accepting_; }
 
     // For tests: takes connections with `call` instead of accept4(2), to produce failures the
-    // kernel will not produce on demand (ENOBUFS, ENFILE).
-    void set_accept_call(AcceptCall call) { accept_ = std::move(call); }
+    // kernel will not produce on demand (ENOBUFS, ENFILE). On a completion loop the listener
+    // then accepts on readiness too, since a multishot accept would bypass `call`.
+    void set_accept_call(AcceptCall call);
 
     void on_readable() override;
     void on_writable() override {}
@@ -68,6 +77,11 @@ private:
     // when the spare is gone).
     int refuse_with_spare_fd(int err);
     void reopen_spare() noexcept;
+    // Completion loops: arms the multishot accept (readiness is unwatched first).
+    void accept_by_completion();
+    void stop_accepting() noexcept;  // cancels the multishot accept and retires its tag
+    void on_completion(OpCode op, const CompletionInfo& info) override;
+    void take(UniqueFd client, std::string peer);
     // Stops watching and arms the timer that calls resume(); `why` is logged.
     void back_off(const Error& why);
     void resume();
@@ -82,6 +96,9 @@ private:
     std::optional<TimerId> backoff_timer_;
     std::chrono::milliseconds next_backoff_ = first_backoff;
     std::optional<Clock::time_point> last_backoff_log_;
+    std::optional<CompletionTag> tag_;  // registered with the loop's completion table
+    bool accepting_ = false;            // a multishot accept is in the kernel
+    bool scripted_ = false;             // set_accept_call: readiness only
 };
 
 // "host:port" as users type it: IPv6 in brackets.

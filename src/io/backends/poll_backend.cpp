@@ -3,23 +3,10 @@
 
 #include <limits>
 
+#include "poll_events.hpp"
 #include "wait_timeout.hpp"
 
 namespace echoplex::detail {
-namespace {
-
-short poll_events(Interest want) noexcept {
-    short events = 0;
-    if (wants_read(want)) {
-        events |= POLLIN;
-    }
-    if (wants_write(want)) {
-        events |= POLLOUT;
-    }
-    return events;
-}
-
-}  // namespace
 
 int PollBackend::fd_limit() const noexcept { return std::numeric_limits<int>::max(); }
 

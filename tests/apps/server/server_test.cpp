@@ -85,7 +85,7 @@ TEST_CASE("startup line: one line on stdout naming the backend and the really bo
     ServerProcess server({"--port", "0,0"});
     MESSAGE(server.startup_line());
     static const std::regex shape(
-        R"(echoplex: listening on 127\.0\.0\.1:[1-9][0-9]* \(echo\), 127\.0\.0\.1:[1-9][0-9]* \(echo\); backend (epoll|poll|select))");
+        R"(echoplex: listening on 127\.0\.0\.1:[1-9][0-9]* \(echo\), 127\.0\.0\.1:[1-9][0-9]* \(echo\); backend (epoll|poll|select|io_uring))");
     CHECK(std::regex_match(server.startup_line(), shape));
     CHECK(server.announced_backend() == backend_name(backend_under_test()));
     REQUIRE(server.ports().size() == 2);
