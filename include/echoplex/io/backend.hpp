@@ -100,6 +100,8 @@ public:
         (void)completion;
         (void)delivered;
     }
+    // Receives that found the provided-buffer ring empty (-ENOBUFS) and had to be re-armed.
+    virtual std::uint64_t buffer_ring_shortages() const noexcept { return 0; }
 };
 
 // "epoll" | "poll" | "select" | "io_uring".

@@ -56,6 +56,7 @@ public:
     void close_all(std::string_view reason);
 
     std::string stats_line() const;  // "stats: accepted=… refused=… open=… …"
+    const ServerStats& stats() const noexcept { return stats_; }
 
     void connection_closed(Connection& connection, std::string_view reason) override;
 

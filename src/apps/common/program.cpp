@@ -20,6 +20,17 @@ BackendKind parse_backend_option(std::string_view option, std::string_view text)
     return available_backends()[cli::parse_choice(option, text, backend_choices())];
 }
 
+std::string backend_failure(BackendKind kind, const Error& error) {
+    std::vector<std::string_view> others;
+    for (const std::string_view name : backend_choices()) {
+        if (name != backend_name(kind)) {
+            others.push_back(name);
+        }
+    }
+    return fmt::format("cannot start the {} backend: {}; choose another with --backend ({})", backend_name(kind),
+                       error.message(), fmt::join(others, ", "));
+}
+
 std::string version_line(std::string_view program) {
     return fmt::format("{} {} [backends: {}]", program, ECHOPLEX_VERSION, fmt::join(backend_choices(), ", "));
 }

@@ -18,4 +18,8 @@ std::vector<std::string_view> backend_choices();
 // A --backend value (or ECHOPLEX_BACKEND's); throws cli::UsageError naming `option` if unknown.
 BackendKind parse_backend_option(std::string_view option, std::string_view text);
 
+// The one line a program prints when its backend cannot start (io_uring refused by the kernel):
+// what failed, why, and which other backends --backend offers.
+std::string backend_failure(BackendKind kind, const Error& error);
+
 }  // namespace echoplex

@@ -13,6 +13,7 @@
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/tcp_server.hpp"
+#include "program.hpp"
 #include "server_config.hpp"
 
 namespace {
@@ -58,7 +59,7 @@ int run_server(int argc, char** argv) {
 
     auto loop = EventLoop::create(config.backend);
     if (!loop) {
-        log::error("{}", loop.error().message());
+        log::error("{}", backend_failure(config.backend, loop.error()));
         return 1;
     }
     auto server = TcpServer::create(**loop, config.server_options());

@@ -79,7 +79,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.flag('V', "version", "print the version and the compiled-in backends, and exit",
            [&] { args.action = ServerArgs::Action::version; });
     p.option(0, "backend", "NAME",
-             fmt::format("readiness mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
+             fmt::format("event mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
                          fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
              [&](std::string_view v) { c.backend = parse_backend_option("--backend", v); });
     p.option('H', "host", "ADDR",

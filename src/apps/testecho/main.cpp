@@ -70,7 +70,7 @@ Args parse_args(int argc, char** argv) {
     p.flag('V', "version", "print the version and the compiled-in backends, and exit",
            [&] { args.action = Args::Action::version; });
     p.option(0, "backend", "NAME",
-             fmt::format("readiness mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
+             fmt::format("event mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
                          fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
              [&](std::string_view v) { s.backend = parse_backend_option("--backend", v); });
     p.option('H', "host", "ADDR", "server address or name (default 127.0.0.1)",
@@ -416,6 +416,11 @@ int run_testecho(int argc, char** argv) {
     // Belt and braces with MSG_NOSIGNAL: a vanished server is counted, never fatal.
     std::signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(settings.connections + settings.idle + 64);
+    // Once, before any process starts: a backend the kernel refuses is one line, not one per process.
+    if (auto probe = make_backend(settings.backend); !probe) {
+        log::error("{}", backend_failure(settings.backend, probe.error()));
+        return 1;
+    }
 
     RunResult result;
     if (settings.procs == 1) {

@@ -219,8 +219,11 @@ Result<void> UringBackend::modify(int fd, Interest old_interest, Interest new_in
 void UringBackend::collect(const io_uring_cqe& cqe) {
     const std::uint64_t data = cqe.user_data;
     if (op_data::from_handler(data)) {
-        if (cqe.res == -ENOBUFS && buffers_lent_ < buffer_count) {
-            lend_buffers(buffers_lent_first);  // receives outran the buffers lent so far
+        if (cqe.res == -ENOBUFS) {
+            ++shortages_;
+            if (buffers_lent_ < buffer_count) {
+                lend_buffers(buffers_lent_first);  // receives outran the buffers lent so far
+            }
         }
         completions_.push_back({data, cqe.res, cqe.flags});
         return;

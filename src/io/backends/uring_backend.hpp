@@ -28,6 +28,7 @@ public:
     std::span<const Completion> completions() const noexcept override { return completions_; }
     CompletionInfo describe(const Completion& completion) const noexcept override;
     void finished(const Completion& completion, bool delivered) noexcept override;
+    std::uint64_t buffer_ring_shortages() const noexcept override { return shortages_; }
 
     void accept_multishot(int listen_fd, std::uint64_t data) override;
     void receive(int fd, bool multishot, std::uint64_t data) override;
@@ -71,6 +72,7 @@ private:
     char* buffers_ = nullptr;
     bool buffers_registered_ = false;
     unsigned buffers_lent_ = 0;
+    std::uint64_t shortages_ = 0;
     bool failed_submit_ = false;  // a submission found no slot even after submitting: wait() says so
 };
 

@@ -2,10 +2,19 @@
 // (ECHOPLEX_BIN, with --backend from ECHOPLEX_BACKEND; meson registers this file once per backend)
 // and talks to it over loopback on ephemeral ports. Synchronisation is poll(2) on sockets, pipes
 // and a pidfd, always with a deadline; nothing sleeps.
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstddef>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <regex>
@@ -479,6 +488,75 @@ TEST_CASE("--idle-timeout closes a silent client while an active one keeps being
     CHECK(silent.stored.empty());
     round_trip(active, "and still served");
     CHECK(server.running());
+}
+
+// $TESTECHO_BIN, which meson sets for this suite too.
+std::string testecho_binary() {
+    const char* path = std::getenv("TESTECHO_BIN");
+    REQUIRE_MESSAGE(path != nullptr, "TESTECHO_BIN is not set (meson test sets it)");
+    return path;
+}
+
+// Runs `argv` in a child whose io_uring_setup(2) fails with `err`, as a container runtime's seccomp
+// filter makes it fail; returns the exit code (or -1) and everything it wrote to stderr.
+std::pair<int, std::string> run_with_io_uring_refused(const std::vector<std::string>& argv, int err) {
+    int pipe_fds[2];
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    std::vector<char*> args;
+    for (const std::string& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        // Only async-signal-safe calls from here to exec.
+        sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<unsigned>(offsetof(seccomp_data, nr))),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+        ::dup2(pipe_fds[1], STDERR_FILENO);
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+            ::_exit(126);
+        }
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(pipe_fds[1]);
+    std::string err_text;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) {
+        err_text.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(pipe_fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, err_text};
+}
+
+TEST_CASE("io_uring refused by the kernel (seccomp: EPERM, ENOSYS): server and testecho exit 1 with one line saying why") {
+    if (backend_under_test() != BackendKind::io_uring) {
+        MESSAGE("skipped: only for --backend=io_uring (this run: ", backend_name(backend_under_test()), ")");
+        return;
+    }
+    for (const int err : {EPERM, ENOSYS}) {
+        CAPTURE(err);
+        for (const std::string& program : {server_binary(), testecho_binary()}) {
+            CAPTURE(program);
+            const auto [code, text] = run_with_io_uring_refused({program, "--backend=io_uring", "-p", "1"}, err);
+            MESSAGE(text);
+            CHECK(code == 1);
+            const auto lines = split_lines(text);
+            REQUIRE(lines.size() == 1);
+            CHECK(lines[0].find("cannot start the io_uring backend: io_uring_setup") != std::string::npos);
+            CHECK(lines[0].find(err == EPERM ? "(EPERM)" : "(ENOSYS)") != std::string::npos);
+            CHECK(lines[0].find("seccomp") != std::string::npos);  // says what may be refusing it
+            CHECK(lines[0].find("choose another with --backend (epoll") != std::string::npos);
+        }
+    }
 }
 
 }  // namespace
