@@ -4,8 +4,6 @@
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
-#include "echoplex/net/reactor_stream.hpp"
-#include "echoplex/net/uring_stream.hpp"
 
 namespace echoplex {
 namespace {
@@ -78,15 +76,9 @@ void TcpServer::adopt(const Endpoint& endpoint, UniqueFd socket, std::string pee
         return;
     }
     const int fd = socket.get();
-    // A loop that completes operations (io_uring) gets a completion stream; any other, readiness.
-    std::unique_ptr<Stream> stream;
-    if (loop_.completion_ring() != nullptr) {
-        stream = std::make_unique<UringStream>(loop_, std::move(socket), pool_);
-    } else {
-        stream = std::make_unique<ReactorStream>(loop_, std::move(socket));
-    }
-    auto connection = std::make_unique<Connection>(loop_, std::move(stream), std::move(peer), endpoint.protocol(),
-                                                   options_.limits, pool_, stats_, *this);
+    auto connection = std::make_unique<Connection>(loop_, make_socket_stream(loop_, std::move(socket), pool_),
+                                                   std::move(peer), endpoint.protocol(), options_.limits, pool_,
+                                                   stats_, *this);
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
         note_refusal(started.error());

@@ -47,7 +47,7 @@ struct Fixture {
         auto created = EventLoop::create(backend_under_test());
         REQUIRE(created.has_value());
         loop = std::move(created).value();
-        conn = std::make_unique<Connection>(*loop, std::make_unique<ReactorStream>(*loop, std::move(pair.b)), "peer",
+        conn = std::make_unique<Connection>(*loop, make_socket_stream(*loop, std::move(pair.b), pool), "peer",
                                             std::move(protocol), limits, pool, stats, owner);
         REQUIRE(conn->start());
     }
@@ -85,7 +85,7 @@ TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is 
     const std::string data = random_bytes(1 << 20, 1);
     CHECK(echo_through(f, data) == data);
     CHECK(f.conn->queued_bytes() == 0);
-    CHECK(f.loop->interest(f.server_fd()) == Interest::read);
+    CHECK(f.conn->interest() == Interest::read);
     CHECK(f.conn->buffer_blocks() == 0);  // idle: no buffer memory held
     CHECK(f.stats.bytes_in == data.size());
     CHECK(f.stats.bytes_out == data.size());
@@ -104,8 +104,8 @@ TEST_CASE("a client that does not read pauses reading at the high watermark, and
     }, 20000, std::chrono::milliseconds(1)));
     CHECK(sent < data.size());
     CHECK(f.stats.paused == 1);
-    CHECK_FALSE(wants_read(f.loop->interest(f.server_fd())));
-    CHECK(wants_write(f.loop->interest(f.server_fd())));
+    CHECK_FALSE(wants_read(f.conn->interest()));
+    CHECK(wants_write(f.conn->interest()));
     // Bounded: at most the high watermark plus one read budget is ever queued.
     CHECK(f.conn->queued_bytes() <= limits.high_watermark + limits.read_budget);
 
@@ -117,7 +117,7 @@ TEST_CASE("a client that does not read pauses reading at the high watermark, and
         return back.size() == data.size();
     }, 50000, std::chrono::milliseconds(1)));
     CHECK(back == data);
-    CHECK(f.loop->interest(f.server_fd()) == Interest::read);
+    CHECK(f.conn->interest() == Interest::read);
 }
 
 TEST_CASE("half-close: everything sent before EOF is echoed, then the server closes") {

@@ -91,6 +91,8 @@ public:
     bool closed() const noexcept { return state_ == ConnectionState::closing || state_ == ConnectionState::closed; }
     std::size_t queued_bytes() const noexcept override { return output_.size(); }
     bool reading_paused() const noexcept { return state_ == ConnectionState::paused; }
+    // What the connection last asked its stream for (none once closed).
+    Interest interest() const noexcept { return stream_->interest(); }
     // Queue blocks held (0 when idle: buffers are borrowed only while bytes are in flight).
     std::size_t buffer_blocks() const noexcept { return input_.blocks() + output_.blocks(); }
     Clock::time_point last_activity() const noexcept { return last_activity_; }

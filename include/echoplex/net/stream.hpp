@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 #include "echoplex/io/backend.hpp"
 #include "echoplex/io/byte_queue.hpp"
 #include "echoplex/io/error.hpp"
+#include "echoplex/io/unique_fd.hpp"
 #include "echoplex/net/io_result.hpp"
 
 namespace echoplex {
@@ -45,6 +47,8 @@ public:
 
     // Which events the owner wants next. Derived by the owner from its state after every event.
     [[nodiscard]] virtual Result<void> set_interest(Interest want) = 0;
+    // The interest last set (none before open and after close).
+    virtual Interest interest() const noexcept = 0;
 
     // Appends at most `budget` bytes of input to `into`. status ok: more may be waiting;
     // would_block: nothing more for now (bytes may still be > 0); end, reset, failed as named.
@@ -68,5 +72,11 @@ public:
     // Operations submitted to the kernel and not yet completed (always 0 for readiness).
     virtual std::size_t in_flight() const noexcept = 0;
 };
+
+class EventLoop;
+
+// The stream for a connected socket on `loop`: a UringStream when the loop completes operations
+// (io_uring), a ReactorStream otherwise. `pool` holds what a completion stream has received.
+std::unique_ptr<Stream> make_socket_stream(EventLoop& loop, UniqueFd socket, BlockPool& pool);
 
 }  // namespace echoplex

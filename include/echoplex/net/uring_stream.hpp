@@ -41,6 +41,7 @@ public:
     int fd() const noexcept override { return socket_.get(); }
     [[nodiscard]] Result<void> open(StreamEvents& events) override;
     [[nodiscard]] Result<void> set_interest(Interest want) override;
+    Interest interest() const noexcept override { return closing_ ? Interest::none : want_; }
     IoResult read(ByteQueue& into, std::size_t budget) override;
     IoResult write(ByteQueue& from, std::size_t budget) override;
     IoResult discard(std::size_t budget) override;
