@@ -129,7 +129,7 @@ TEST_CASE("a chargen client that never reads is held by backpressure: queued out
     ServerStats stats;
     ConnectionLimits limits;
     ClosedOwner owner;
-    Connection conn(*loop, std::make_unique<ReactorStream>(*loop, std::move(pair.b)), "peer",
+    Connection conn(*loop, make_socket_stream(*loop, std::move(pair.b), pool), "peer",
                     services::find("chargen")->factory(), limits, pool, stats, owner);
     REQUIRE(conn.start());
     // Until the kernel's buffers are full and the sends stop.
