@@ -14,7 +14,10 @@ if [ "$sanitize" != "none" ]; then
   echo "valgrind.sh: $build is built with -Db_sanitize=$sanitize; valgrind needs a build without sanitizers" >&2
   exit 2
 fi
+# Not io_uring: valgrind does not follow what the kernel writes into the ring's buffers behind the
+# program's back, and a server under it was seen not to wake for SIGTERM in io_uring_enter. The
+# io_uring suites run under AddressSanitizer and UBSan in CI instead.
 status=0
-meson test -C "$build" --setup=valgrind --suite e2e --suite stress --print-errorlogs || status=$?
+meson test -C "$build" --setup=valgrind --suite e2e --suite stress --no-suite io_uring --print-errorlogs || status=$?
 python3 "$root/scripts/test_summary.py" "$build/meson-logs/testlog-valgrind.json"
 exit "$status"
