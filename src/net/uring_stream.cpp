@@ -7,6 +7,14 @@
 #include <utility>
 
 namespace echoplex {
+namespace {
+
+// Results that mean "nothing happened, ask again" rather than an error of the socket. The ring
+// waits for a non-blocking socket itself, so EAGAIN should not reach us; if a kernel lets it, the
+// operation is submitted again rather than the connection closed.
+constexpr bool retryable(int result) noexcept { return result == -EAGAIN || result == -EINTR; }
+
+}  // namespace
 
 UringStream::UringStream(EventLoop& loop, UniqueFd socket, BlockPool& pool)
     : loop_(loop), ring_(*loop.completion_ring()), socket_(std::move(socket)), received_(pool) {}
@@ -114,7 +122,7 @@ void UringStream::on_received(const CompletionInfo& info) {
         received_.append({info.bytes.data(), info.bytes.size()});  // the loop recycles the buffer next
     } else if (info.result == 0) {
         input_ended_ = true;
-    } else if (info.result != -ENOBUFS && info.result != -ECANCELED) {
+    } else if (!retryable(info.result) && info.result != -ENOBUFS && info.result != -ECANCELED) {
         input_error_ = -info.result;
     }
     if (!info.more) {
@@ -146,7 +154,7 @@ void UringStream::on_sent(int result) {
             // multishot receive; the next is single-shot (see arm_receive).
             stop_receive();
         }
-    } else if (result < 0 && result != -ECANCELED && result != -EINTR) {
+    } else if (result < 0 && result != -ECANCELED && !retryable(result)) {
         send_error_ = -result;
     }
     if (closing_) {
