@@ -1,6 +1,8 @@
 // What every echoplex program shares on its command line.
 #include "program.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "cli.hpp"
@@ -17,7 +19,14 @@ std::vector<std::string_view> backend_choices() {
 }
 
 BackendKind parse_backend_option(std::string_view option, std::string_view text) {
-    return available_backends()[cli::parse_choice(option, text, backend_choices())];
+    const auto known = parse_backend_kind(text);
+    const auto compiled = available_backends();
+    if (known && std::find(compiled.begin(), compiled.end(), *known) == compiled.end()) {
+        const char* how = *known == BackendKind::io_uring ? " (it needs liburing: install liburing-dev and rebuild)" : "";
+        throw cli::UsageError(fmt::format("{}: {} is not compiled into this build{}; choose one of {}", option, text, how,
+                                          fmt::join(backend_choices(), ", ")));
+    }
+    return compiled[cli::parse_choice(option, text, backend_choices())];
 }
 
 std::string backend_failure(BackendKind kind, const Error& error) {

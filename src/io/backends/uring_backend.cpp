@@ -15,7 +15,7 @@
 namespace echoplex::detail {
 namespace {
 
-constexpr unsigned submission_entries = 1024;
+constexpr unsigned submission_entries = 2048;  // a send per connection per iteration at 1,000 connections
 // Completions arrive in bursts (one per connection with bytes): room for several per submission.
 constexpr unsigned completion_entries = 8 * submission_entries;
 constexpr int buffer_group = 0;
