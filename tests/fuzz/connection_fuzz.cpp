@@ -2,11 +2,15 @@
 // (reads of any size, would-block, EOF, reset or another error; partial, refused and failed
 // sends) and the order of readiness callbacks; invariants are checked after every step, and a
 // broken one aborts. Built for libFuzzer with -Dfuzz=true, and in every build as a test replaying
-// tests/fuzz/corpus/.
+// tests/fuzz/corpus/. With io_uring chosen in the header, the connection runs over a UringStream
+// whose completions the input scripts instead (completion_harness.cpp, scripted_ring.hpp); what
+// follows describes the readiness mode.
 //
 // Input, read front to back (bytes past the end read as 0):
-//   header  flags (bit 0: stamp reply; bits 1-2: backend), content seed, then four big-endian
-//           u16: high watermark - 1, low watermark (mod high), read budget - 1, write budget - 1
+//   header  flags (bit 0: stamp reply; bits 1-2: backend, 3 = io_uring's completion mode; bit 3
+//           with io_uring: its readiness under a ReactorStream instead, see run), content seed,
+//           then four big-endian u16: high watermark - 1, low watermark (mod high), read
+//           budget - 1, write budget - 1
 //   steps   one byte each: on_readable or on_writable (only when the loop's interest asks for
 //           it, as the loop would), a turn of the real loop, drain() or close() (Harness::step),
 //           each followed by the answers to the socket calls it causes
@@ -21,6 +25,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -418,8 +423,25 @@ void run(Input& input) {
     limits.low_watermark = input.u16() % limits.high_watermark;
     limits.read_budget = std::size_t{input.u16()} + 1;
     limits.write_budget = std::size_t{input.u16()} + 1;
+    // Bits 1-2 choose the backend: 0 epoll, 1 poll, 2 select (the readiness backends compiled in,
+    // in that order, modulo their number), 3 io_uring. io_uring is the completion mode (a
+    // UringStream whose completions the input scripts: completion_harness.cpp); with bit 3 set
+    // too, a ReactorStream over the real io_uring backend's readiness, where it is compiled in.
+    const unsigned choice = (flags >> 1U) & 3U;
     const auto backends = available_backends();
-    const BackendKind backend = backends[(flags >> 1U) % backends.size()];
+    const bool real_uring = choice == 3 && (flags & 8U) != 0 &&
+                            std::find(backends.begin(), backends.end(), BackendKind::io_uring) != backends.end();
+    if (choice == 3 && !real_uring) {
+        trace("limits: %s high %zu low %zu read %zu write %zu, io_uring (scripted completions)\n",
+              limits.reply == ReplyMode::stamp ? "stamp" : "echo", limits.high_watermark, limits.low_watermark,
+              limits.read_budget, limits.write_budget);
+        run_completions(input, limits, seed);
+        return;
+    }
+    std::vector<BackendKind> readiness;
+    std::copy_if(backends.begin(), backends.end(), std::back_inserter(readiness),
+                 [](BackendKind kind) { return kind != BackendKind::io_uring; });
+    const BackendKind backend = real_uring ? BackendKind::io_uring : readiness[choice % readiness.size()];
 
     trace("limits: %s high %zu low %zu read %zu write %zu, %.*s\n", limits.reply == ReplyMode::stamp ? "stamp" : "echo",
           limits.high_watermark, limits.low_watermark, limits.read_budget, limits.write_budget,

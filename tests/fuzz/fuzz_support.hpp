@@ -193,4 +193,8 @@ inline void owe(Reply& reply, ReplyMode mode, std::uint64_t offset, std::size_t 
     }
 }
 
+// The completion mode (completion_harness.cpp): the connection over a UringStream whose
+// completions the rest of the input scripts.
+void run_completions(Input& input, const FuzzLimits& limits, std::uint8_t seed);
+
 }  // namespace echoplex::fuzz
