@@ -6,8 +6,9 @@
 // Steps, one byte each (the ring's wait then reads the answers it needs, see ScriptedRing):
 //   0-5 a turn of the loop collecting one completion; 6-9 two to five (one more byte);
 //   10-11 a turn collecting none (posted events and deferred work only); 15 a turn collecting
-//   as many as are in flight; 12 drain(); 13 close_now(); 14 the connection destroyed with
-//   whatever is in flight (as a server's teardown does), which ends the input.
+//   as many as are in flight; 12 drain() if the next byte is below 64; 13 close_now() if it is
+//   below 32; 14, below 8: the connection destroyed with whatever is in flight (as a server's
+//   teardown does), which ends the input.
 // When the input runs out, sends complete in full until nothing is queued and the loop is quiet,
 // then receives complete with EOF: the connection must then have delivered everything it owed
 // and closed, and on_closed must have waited for every operation submitted.
