@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes a connection's queues and write path (tests/fuzz/connection_fuzz.cpp) with libFuzzer:
-# installs clang and the libFuzzer runtime if missing, builds build-fuzz (clang, -Dfuzz=true:
+# Fuzzes a connection's queues and write path (tests/fuzz/connection_fuzz.cpp, over readiness or
+# over io_uring completions the input scripts) with libFuzzer: installs clang and the libFuzzer
+# runtime if missing, builds build-fuzz (clang, -Dfuzz=true:
 # coverage, AddressSanitizer, UndefinedBehaviorSanitizer), then fuzzes for SECONDS (default 30)
 # from a temporary copy of the seed corpus, so the repository is left as it was. Prints one line
 # "fuzz: ..." at the end; exit status 1 on a crash, whose input is kept in build-fuzz/crashes/.

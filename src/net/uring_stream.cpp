@@ -141,6 +141,12 @@ void UringStream::on_received(const CompletionInfo& info) {
     if (wants_read(want_) && (!received_.empty() || input_over())) {
         events_->on_readable();
     }
+    if (!closing_ && receive_ == Receive::armed && receive_multishot_ && !received_.empty()) {
+        // The owner's read budget ran out before these bytes did: left armed, the multishot
+        // receive would go on filling received_ faster than the owner takes it. Stop it; the
+        // next is armed once the owner has taken everything (set_interest).
+        stop_receive();
+    }
 }
 
 void UringStream::on_sent(int result) {

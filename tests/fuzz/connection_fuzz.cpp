@@ -2,11 +2,15 @@
 // (reads of any size, would-block, EOF, reset or another error; partial, refused and failed
 // sends) and the order of readiness callbacks; invariants are checked after every step, and a
 // broken one aborts. Built for libFuzzer with -Dfuzz=true, and in every build as a test replaying
-// tests/fuzz/corpus/.
+// tests/fuzz/corpus/. With io_uring chosen in the header, the connection runs over a UringStream
+// whose completions the input scripts instead (completion_harness.cpp, scripted_ring.hpp); what
+// follows describes the readiness mode.
 //
 // Input, read front to back (bytes past the end read as 0):
-//   header  flags (bit 0: stamp reply; bits 1-2: backend), content seed, then four big-endian
-//           u16: high watermark - 1, low watermark (mod high), read budget - 1, write budget - 1
+//   header  flags (bit 0: stamp reply; bits 1-2: backend, 3 = io_uring's completion mode; bit 3
+//           with io_uring: its readiness under a ReactorStream instead, see run), content seed,
+//           then four big-endian u16: high watermark - 1, low watermark (mod high), read
+//           budget - 1, write budget - 1
 //   steps   one byte each: on_readable or on_writable (only when the loop's interest asks for
 //           it, as the loop would), a turn of the real loop, drain() or close() (Harness::step),
 //           each followed by the answers to the socket calls it causes
@@ -17,15 +21,11 @@
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <climits>
-#include <cstdarg>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <iterator>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -34,173 +34,10 @@
 #include "echoplex/net/reactor_stream.hpp"
 #include "echoplex/services/echo.hpp"
 #include "echoplex/services/stamp.hpp"
+#include "fuzz_support.hpp"
 
 namespace echoplex::fuzz {
-
-// The connection's limits plus which protocol answers: echo, or the book's stamped reply.
-enum class ReplyMode { echo, stamp };
-struct FuzzLimits : ConnectionLimits {
-    ReplyMode reply = ReplyMode::echo;
-};
 namespace {
-
-// ECHOPLEX_FUZZ_TRACE=1 prints every step and every scripted answer (to read a crash's input).
-const bool tracing = std::getenv("ECHOPLEX_FUZZ_TRACE") != nullptr;
-
-[[gnu::format(printf, 1, 2)]] void trace(const char* format, ...) {
-    if (tracing) {
-        std::va_list args;
-        va_start(args, format);
-        std::vfprintf(stderr, format, args);
-        va_end(args);
-    }
-}
-
-// A broken invariant: say which, then abort so that libFuzzer keeps the input as a crash.
-void check(bool holds, const char* invariant) {
-    if (!holds) {
-        std::fprintf(stderr, "connection_fuzz: invariant broken: %s\n", invariant);
-        std::abort();
-    }
-}
-
-class Input {
-public:
-    Input(const std::uint8_t* data, std::size_t size) noexcept : data_(data), size_(size) {}
-    bool exhausted() const noexcept { return pos_ >= size_; }
-    std::uint8_t byte() noexcept { return exhausted() ? 0 : data_[pos_++]; }
-    std::uint16_t u16() noexcept {
-        const unsigned high = byte();
-        return static_cast<std::uint16_t>(high << 8U | byte());
-    }
-
-private:
-    const std::uint8_t* data_;
-    std::size_t size_;
-    std::size_t pos_ = 0;
-};
-
-// What the client sends: a random pattern repeating every 65521 bytes (a prime, so no block or
-// budget size lines up with it), entered at a seed-chosen phase. A lost, repeated or reordered
-// piece shows, and filling and checking are plain memcpy and memcmp: no per-byte loop for the
-// fuzzer's comparison tracing to slow down.
-class ClientStream {
-public:
-    explicit ClientStream(std::uint8_t seed) noexcept : phase_(seed * std::uint64_t{257}) {}
-
-    void copy(std::uint64_t offset, char* out, std::size_t n) const noexcept {
-        for_runs(offset, n, [&](const char* pattern, std::size_t len) {
-            std::memcpy(out, pattern, len);
-            out += len;
-        });
-    }
-
-    bool equal(std::uint64_t offset, const char* bytes, std::size_t n) const noexcept {
-        bool same = true;
-        for_runs(offset, n, [&](const char* pattern, std::size_t len) {
-            same = same && std::memcmp(bytes, pattern, len) == 0;
-            bytes += len;
-        });
-        return same;
-    }
-
-private:
-    static constexpr std::size_t period = 65521;
-
-    static const std::array<char, period>& pattern() noexcept {
-        static const std::array<char, period> bytes = [] {
-            std::array<char, period> p{};
-            std::uint64_t x = 0x9E3779B97F4A7C15ULL;
-            for (char& c : p) {  // xorshift64
-                x ^= x << 13U;
-                x ^= x >> 7U;
-                x ^= x << 17U;
-                c = static_cast<char>(x);
-            }
-            return p;
-        }();
-        return bytes;
-    }
-
-    template <typename Visit>
-    void for_runs(std::uint64_t offset, std::size_t n, Visit visit) const noexcept {
-        while (n > 0) {
-            const std::size_t at = (offset + phase_) % period;
-            const std::size_t len = std::min(n, period - at);
-            visit(pattern().data() + at, len);
-            offset += len;
-            n -= len;
-        }
-    }
-
-    std::uint64_t phase_;
-};
-
-// What the client must get back, in order: the segments not yet matched by sent bytes.
-class Reply {
-public:
-    explicit Reply(const ClientStream& stream) noexcept : stream_(stream) {}
-
-    void add_stream(std::uint64_t offset, std::size_t length) {
-        if (!segments_.empty() && segments_.back().kind == Kind::stream &&
-            segments_.back().offset + segments_.back().length == offset) {
-            segments_.back().length += length;
-        } else {
-            segments_.push_back({Kind::stream, offset, length, {}});
-        }
-        owed_ += length;
-    }
-    void add_literal(std::string_view text) {
-        segments_.push_back({Kind::literal, 0, text.size(), text});
-        owed_ += text.size();
-    }
-    void add_any(std::size_t length) {
-        segments_.push_back({Kind::any, 0, length, {}});
-        owed_ += length;
-    }
-
-    // Matches bytes the kernel took against the front of what is owed.
-    bool take(const char* bytes, std::size_t n) {
-        if (n > owed_) {
-            return false;
-        }
-        owed_ -= n;
-        while (n > 0) {
-            Segment& front = segments_.front();
-            const std::size_t len = std::min(n, front.length);
-            const bool same = front.kind == Kind::stream    ? stream_.equal(front.offset, bytes, len)
-                              : front.kind == Kind::literal ? std::memcmp(front.text.data(), bytes, len) == 0
-                                                            : true;  // the time in a stamp
-            if (!same) {
-                return false;
-            }
-            bytes += len;
-            n -= len;
-            front.length -= len;
-            front.offset += len;
-            front.text.remove_prefix(front.kind == Kind::literal ? len : 0);
-            if (front.length == 0) {
-                segments_.pop_front();
-            }
-        }
-        return true;
-    }
-
-    // Bytes owed and not yet sent.
-    std::uint64_t owed() const noexcept { return owed_; }
-
-private:
-    enum class Kind : std::uint8_t { stream, literal, any };
-    struct Segment {
-        Kind kind;
-        std::uint64_t offset;
-        std::size_t length;
-        std::string_view text;
-    };
-    const ClientStream& stream_;
-    std::deque<Segment> segments_;
-    std::uint64_t owed_ = 0;
-};
 
 // The kernel as the connection sees it, answering from the input. Keeps what a real socket
 // keeps: after EOF reads give 0, after a reset every call fails, and it checks the calls made.
@@ -289,14 +126,7 @@ public:
         stream_.copy(offset_, static_cast<char*>(buffer), n);
         if (!shut_wr) {
             // Read before our FIN, so owed back: as is, or in the book's stamped form.
-            if (limits_.reply == ReplyMode::stamp) {
-                reply_.add_literal("Echo=>");
-                reply_.add_stream(offset_, n);
-                reply_.add_literal(" at ");
-                reply_.add_any(24);  // the time, as ctime() prints it
-            } else {
-                reply_.add_stream(offset_, n);
-            }
+            owe(reply_, limits_.reply, offset_, n);
             received += n;
             received_in_step += n;
         }
@@ -593,8 +423,25 @@ void run(Input& input) {
     limits.low_watermark = input.u16() % limits.high_watermark;
     limits.read_budget = std::size_t{input.u16()} + 1;
     limits.write_budget = std::size_t{input.u16()} + 1;
+    // Bits 1-2 choose the backend: 0 epoll, 1 poll, 2 select (the readiness backends compiled in,
+    // in that order, modulo their number), 3 io_uring. io_uring is the completion mode (a
+    // UringStream whose completions the input scripts: completion_harness.cpp); with bit 3 set
+    // too, a ReactorStream over the real io_uring backend's readiness, where it is compiled in.
+    const unsigned choice = (flags >> 1U) & 3U;
     const auto backends = available_backends();
-    const BackendKind backend = backends[(flags >> 1U) % backends.size()];
+    const bool real_uring = choice == 3 && (flags & 8U) != 0 &&
+                            std::find(backends.begin(), backends.end(), BackendKind::io_uring) != backends.end();
+    if (choice == 3 && !real_uring) {
+        trace("limits: %s high %zu low %zu read %zu write %zu, io_uring (scripted completions)\n",
+              limits.reply == ReplyMode::stamp ? "stamp" : "echo", limits.high_watermark, limits.low_watermark,
+              limits.read_budget, limits.write_budget);
+        run_completions(input, limits, seed);
+        return;
+    }
+    std::vector<BackendKind> readiness;
+    std::copy_if(backends.begin(), backends.end(), std::back_inserter(readiness),
+                 [](BackendKind kind) { return kind != BackendKind::io_uring; });
+    const BackendKind backend = real_uring ? BackendKind::io_uring : readiness[choice % readiness.size()];
 
     trace("limits: %s high %zu low %zu read %zu write %zu, %.*s\n", limits.reply == ReplyMode::stamp ? "stamp" : "echo",
           limits.high_watermark, limits.low_watermark, limits.read_budget, limits.write_budget,

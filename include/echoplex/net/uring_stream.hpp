@@ -10,7 +10,8 @@
 //  - Backpressure: a paused owner drops read interest, and the receive is cancelled rather than
 //    re-armed; a receive is armed again only once the owner has taken all received bytes, and
 //    then single-shot while a send is in flight. A send the kernel took only part of (the
-//    client's window is full) cancels a multishot receive at once. So a client that stops
+//    client's window is full) cancels a multishot receive at once, and so does a completion
+//    whose bytes the owner leaves unread (its read budget ran out first). So a client that stops
 //    reading costs about what arrived before that cancel plus one buffer per resume; the rest
 //    stays in the kernel's socket buffers, as over readiness.
 //  - A ring run dry (-ENOBUFS) ends the multishot receive: it is re-armed at once, by which time
