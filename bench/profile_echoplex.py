@@ -5,10 +5,11 @@
   instructions per message by function (valgrind --tool=callgrind).
 - Memory target: the heap at its peak with 10,000 idle connections, by allocation site
   (valgrind --tool=massif).
-- uring (always, when that experiment runs): one point, echoplex io_uring beside echoplex epoll
-  and the bare loop: which system calls remain (perf stat on every syscalls:sys_enter_*
-  tracepoint, or strace -c), and where the CPU goes, kernel included (perf record -g), as
-  microseconds per message in the kernel's main paths.
+- uring (always, when that experiment runs): two points, echoplex io_uring beside echoplex epoll
+  and the bare loop: which system calls remain (perf stat on a syscalls:sys_enter_NAME
+  tracepoint per call, or strace -c), io_uring requests and TCP segments per message, and where
+  the CPU goes, kernel included (perf record -g), as microseconds per message in the kernel's
+  main paths.
 Each tool that is missing or refuses to run is reported as such, never fatal."""
 from __future__ import annotations
 
@@ -294,8 +295,8 @@ def run(bench, missed: list[str]) -> dict:
 
 # Functions whose inclusive cost (callees included) says where a loopback echo's CPU goes, with
 # what each stands for; a name ending in * sums the symbols beginning with any of its |-separated
-# prefixes (libc's memmove and memcpy variants). Inclusive costs nest (the loopback delivery is inside the send), so the rows do not
-# add up to the total.
+# prefixes (libc's memmove and memcpy variants). Inclusive costs nest (the loopback delivery is
+# inside the send), so the rows do not add up to the total.
 PATHS = [
     ("tcp_sendmsg", "sending (tcp_sendmsg and all under it)"),
     ("net_rx_action", "  of it, loopback delivery into the client (softirq)"),
@@ -409,9 +410,10 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
         u = tables["io_uring"]
         text = (f"At {human_size(size)} with {conns} lockstep connections echoplex io_uring makes {u['total']:.3f} "
                 "system calls per message")
-        if u.get("io_uring_enter"):
-            text += (f": io_uring_enter {u['io_uring_enter']:.3f} (one per loop iteration: "
-                     f"{1 / u['io_uring_enter']:.1f} messages each)")
+        enter = u.get("io_uring_enter", 0)
+        if enter:
+            text += (f": io_uring_enter {enter:.3f} (one per loop iteration: "
+                     + (f"{enter:.1f} iterations per message)" if enter >= 1 else f"{1 / enter:.1f} messages each)"))
         once = [(n, v * requests / conns) for n, v in u.items() if n in CONNECTION_SYSCALLS and v > 0]
         if once:
             text += ", and per connection " + ", ".join(f"{n} {per:.1f}" for n, per in once)
@@ -431,7 +433,7 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
                 "with io_uring against " + " and ".join(f"{extra[k]['segments']:.1f} with {label[k]}" for k in keys
                                                          if k != "io_uring")
                 + " (both ends, counted machine-wide from /proc/net/snmp during the load).")
-    how = ("perf stat on every syscalls:sys_enter_* tracepoint" if bench.counter.tool == "perf"
+    how = ("perf stat, a syscalls:sys_enter_NAME tracepoint per call" if bench.counter.tool == "perf"
            else "strace -c -f (it slows the server, which may batch more per wait than it would)")
     return {"findings": findings, "table": {"calls": tables, "extra": extra},
             "title": f"System calls per message by name ({how}; {human_size(size)}, {conns} lockstep connections, "
