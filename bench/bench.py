@@ -357,14 +357,15 @@ class SyscallCounter:
                     "strace slows the server, so it may batch more per wait than it would)")
         return "not counted: neither perf nor strace works here"
 
-    def window(self, pid: int, breakdown: bool = False, extra: list[str] | None = None) -> "SyscallWindow":
+    def window(self, pid: int, breakdown: bool = False,
+               extra: dict[str, tuple[str, str | None]] | None = None) -> "SyscallWindow":
         """A context manager that counts pid's system calls while its body runs: total, and those
         made once per connection (connection, None when unknown); with breakdown, also by name
         (by_call; perf: one syscalls:sys_enter_NAME tracepoint each; strace: always); with perf,
-        also the extra events (extra[event], those perf could count)."""
+        also extra's events, each label: (event, filter or None), counted into extra[label]."""
         if self.tool is None:
             raise RuntimeError("no system call counter (perf or strace) works here")
-        return SyscallWindow(self, pid, breakdown, extra or [])
+        return SyscallWindow(self, pid, breakdown, extra or {})
 
 
 class PerfSession:
@@ -406,10 +407,13 @@ class PerfSession:
 
 
 class SyscallWindow:
-    def __init__(self, counter: SyscallCounter, pid: int, breakdown: bool, extra: list[str]) -> None:
+    def __init__(self, counter: SyscallCounter, pid: int, breakdown: bool,
+                 extra: dict[str, tuple[str, str | None]]) -> None:
         self.tool, self.pid, self.breakdown = counter.tool, pid, breakdown
         self.extra_events = extra
         self.extra: dict[str, int] = {}
+        # perf's output has a line per event, in the order they were given: what each one is.
+        self.lines: list[tuple[str, str]] = []
         self.connection_filter = counter.connection_filter
         self.total: int | None = None
         self.connection: int | None = None
@@ -420,14 +424,18 @@ class SyscallWindow:
 
     def __enter__(self) -> "SyscallWindow":
         if self.tool == "perf":
-            # Output lines come in this order: total, then the filtered copy, then the named ones.
             events = ["-e", SyscallCounter.PERF_EVENT]
+            self.lines.append(("total", ""))
             if self.connection_filter:
                 events += ["-e", SyscallCounter.PERF_EVENT, "--filter", self.connection_filter]
+                self.lines.append(("connection", ""))
             if self.breakdown:
-                events += ["-e", ",".join(f"syscalls:sys_enter_{n}" for n in ECHO_SYSCALLS + CONNECTION_SYSCALLS)]
-            for event in self.extra_events:
-                events += ["-e", event]
+                names = ECHO_SYSCALLS + CONNECTION_SYSCALLS
+                events += ["-e", ",".join(f"syscalls:sys_enter_{n}" for n in names)]
+                self.lines += [("call", n) for n in names]
+            for label, (event, expr) in self.extra_events.items():
+                events += ["-e", event] + (["--filter", expr] if expr else [])
+                self.lines.append(("extra", label))
             self.perf = PerfSession(["perf", "stat", "-x,", "-o", str(self.out), "-p", str(self.pid)] + events)
             try:
                 self.perf.command("enable")
@@ -457,20 +465,22 @@ class SyscallWindow:
 
     def _parse(self, text: str) -> None:
         if self.tool == "perf":
-            raw = []
+            counts = []
             for line in text.splitlines():
                 fields = line.split(",")  # count,unit,event,run time,% running,...
-                if len(fields) < 3:
-                    continue
-                count = int(fields[0]) if fields[0].isdigit() else 0  # "<not counted>": none in the window
-                if fields[2] == SyscallCounter.PERF_EVENT:
-                    raw.append(count)
-                elif fields[2].startswith("syscalls:sys_enter_") and count:
-                    self.by_call[fields[2].removeprefix("syscalls:sys_enter_")] = count
-                elif fields[2] in self.extra_events:
-                    self.extra[fields[2]] = count
-            self.total = raw[0] if raw else None
-            self.connection = raw[1] if len(raw) > 1 else None
+                if len(fields) >= 3 and not line.startswith("#"):
+                    counts.append(int(fields[0]) if fields[0].isdigit() else 0)  # "<not counted>": none
+            if len(counts) != len(self.lines):
+                raise RuntimeError(f"perf stat printed {len(counts)} counts for {len(self.lines)} events")
+            for (kind, name), count in zip(self.lines, counts):
+                if kind == "total":
+                    self.total = count
+                elif kind == "connection":
+                    self.connection = count
+                elif kind == "call" and count:
+                    self.by_call[name] = count
+                elif kind == "extra":
+                    self.extra[name] = count
             return
         for line in text.splitlines():
             parts = line.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
@@ -979,8 +989,9 @@ def machine_description(machine: Machine) -> dict:
                 break
     mem_kib = status_line("/proc/meminfo", "MemTotal")
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    # Changes to what this script writes itself (the report, README.md) do not make the code dirty.
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!docs/bench", ":!README.md"], capture_output=True, text=True).stdout.strip()
     os_name = "Linux"
     try:
         with open("/etc/os-release") as f:

@@ -375,12 +375,16 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
         return None
     tables: dict[str, dict[str, float]] = {}
     extra: dict[str, dict[str, float]] = {}
-    submissions = submissions_event()
+    submitted = submissions_event()
+    # The requests io_uring takes, all and by kind: IORING_OP_SENDMSG is 9, IORING_OP_RECV 27 (the
+    # kernel's ABI: these numbers never change).
+    requests_by_kind = {"requests": (submitted, None), "sendmsg": (submitted, "opcode == 9"),
+                        "recv": (submitted, "opcode == 27")} if submitted else {}
     for key in keys:
         server = RunningServer(bench.specs[key], bench.machine, bench.logdir)
         try:
             segments = tcp_out_segments()
-            with bench.counter.window(server.pid, breakdown=True, extra=[submissions] if submissions else []) as window:
+            with bench.counter.window(server.pid, breakdown=True, extra=requests_by_kind) as window:
                 result = load(bench.testecho, bench.machine, server.port,
                               ["-c", str(conns), "-s", str(size), "-n", str(requests)])
             segments = tcp_out_segments() - segments
@@ -390,8 +394,8 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
         tables[key] = {name: n / messages for name, n in window.by_call.items()}
         tables[key]["total"] = (window.total or 0) / messages
         extra[key] = {"segments": segments / messages}
-        if submissions in window.extra:
-            extra[key]["submissions"] = window.extra[submissions] / messages
+        for kind, count in window.extra.items():
+            extra[key][kind] = count / messages
     label = {k: bench.specs[k].label for k in keys}
     names = sorted({n for t in tables.values() for n in t if n != "total"},
                    key=lambda n: -max(t.get(n, 0) for t in tables.values()))
@@ -400,8 +404,9 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
         if max(t.get(n, 0) for t in tables.values()) >= 0.001:
             rows.append(f"{n:18}" + "".join(f"{tables[k].get(n, 0):18.4f}" for k in keys))
     rows.append(f"{'total':18}" + "".join(f"{tables[k]['total']:18.4f}" for k in keys))
-    if any("submissions" in extra[k] for k in keys):
-        rows.append(f"{'io_uring requests':18}" + "".join(f"{extra[k].get('submissions', 0):18.2f}" for k in keys))
+    for kind, what in (("requests", "io_uring requests"), ("sendmsg", "  of them sendmsg"), ("recv", "  of them recv")):
+        if any(kind in extra[k] for k in keys):
+            rows.append(f"{what:18}" + "".join(f"{extra[k].get(kind, 0):18.2f}" for k in keys))
     rows.append(f"{'TCP segments':18}" + "".join(f"{extra[k]['segments']:18.1f}" for k in keys))
     findings = []
     if "io_uring" in tables:
@@ -426,11 +431,13 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
                 top = sorted(((n, v) for n, v in t.items() if n != "total"), key=lambda x: -x[1])[:3]
                 text += f"; {label[k]} {t['total']:.2f} (" + ", ".join(f"{n} {v:.2f}" for n, v in top) + ")"
         findings.append(text + ".")
-        if "submissions" in extra["io_uring"]:
+        x = extra["io_uring"]
+        if "requests" in x:
             findings.append(
-                f"io_uring takes {extra['io_uring']['submissions']:.1f} requests (sends, receives, re-armings) per "
-                f"message at {human_size(size)}; TCP sends {extra['io_uring']['segments']:.1f} segments per message "
-                "with io_uring against " + " and ".join(f"{extra[k]['segments']:.1f} with {label[k]}" for k in keys
+                f"io_uring takes {x['requests']:.1f} requests per message at {human_size(size)} "
+                f"({x.get('sendmsg', 0):.1f} sendmsg, {x.get('recv', 0):.1f} receives: the multishot receive "
+                "re-armed, or single-shot ones once replies wait for the client); TCP sends "
+                f"{x['segments']:.1f} segments per message with io_uring against " + " and ".join(f"{extra[k]['segments']:.1f} with {label[k]}" for k in keys
                                                          if k != "io_uring")
                 + " (both ends, counted machine-wide from /proc/net/snmp during the load).")
     how = ("perf stat, a syscalls:sys_enter_NAME tracepoint per call" if bench.counter.tool == "perf"

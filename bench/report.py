@@ -1083,12 +1083,15 @@ def uring_explanation(res: Results) -> list[str]:
     mid_epoll = verdict(ratios("epoll", (16 * KIB,), (8, 100, 1000)), "epoll")
     if big and bu and be and xu and xe and big_epoll:
         recv_u, recv_e = bu["paths_us"].get("_copy_to_iter", 0), be["paths_us"].get("_copy_to_iter", 0)
+        buffers = big["size"] / (16 * KIB)  # the provided buffers one message fills
+        per_buffer = min(xu.get("sendmsg", 0), xu.get("recv", 0)) >= 0.8 * buffers
         text = (f"At 1 MiB io_uring is {big_epoll}" + (f"; at 16 KiB {mid_epoll}" if mid_epoll else "") + ". "
-                "Each 16 KiB provided buffer is a receive completion of its own and is echoed by a sendmsg of its "
-                f"own: at {human_size(big['size'])} × {big['connections']} io_uring takes "
-                f"{xu.get('submissions', 0):.0f} requests per message, and TCP sends {xu['segments']:.0f} segments "
-                f"per message against epoll's {xe['segments']:.0f} (both ends), epoll's readv and sendmsg moving up "
-                "to 64 KiB a call. Every received byte is also copied once more, from the buffer ring into the "
+                f"At {human_size(big['size'])} × {big['connections']} it takes {xu.get('recv', 0):.0f} single-shot "
+                f"receives and {xu.get('sendmsg', 0):.0f} sendmsg per message"
+                + (f", about one of each per 16 KiB provided buffer ({buffers:.0f} buffers a message): each buffer "
+                   "is a completion of its own and is echoed by a send of its own" if per_buffer else "")
+                + f", and TCP sends {xu['segments']:.0f} segments per message against epoll's {xe['segments']:.0f} "
+                "(both ends), epoll's readv and sendmsg moving up to 64 KiB a call. Every received byte is also copied once more, from the buffer ring into the "
                 f"output queue (user-space copies {bu['paths_us'].get('__memmove|__memcpy*', 0):.0f} µs per message "
                 f"against {be['paths_us'].get('__memmove|__memcpy*', 0):.0f})")
         if recv_u > 1.3 * recv_e:
