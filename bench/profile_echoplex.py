@@ -434,9 +434,10 @@ def uring_syscalls(bench, keys: list[str], size: int, conns: int, requests: int)
         x = extra["io_uring"]
         if "requests" in x:
             findings.append(
-                f"io_uring takes {x['requests']:.1f} requests per message at {human_size(size)} "
-                f"({x.get('sendmsg', 0):.1f} sendmsg, {x.get('recv', 0):.1f} receives: the multishot receive "
-                "re-armed, or single-shot ones once replies wait for the client); TCP sends "
+                f"io_uring takes {x['requests']:.1f} requests per message at {human_size(size)}: "
+                f"{x.get('sendmsg', 0):.1f} sendmsg and {x.get('recv', 0):.1f} receives (one multishot receive "
+                "serves a connection while the client keeps up; once replies wait for it, receives are "
+                "single-shot). TCP sends "
                 f"{x['segments']:.1f} segments per message with io_uring against " + " and ".join(f"{extra[k]['segments']:.1f} with {label[k]}" for k in keys
                                                          if k != "io_uring")
                 + " (both ends, counted machine-wide from /proc/net/snmp during the load).")

@@ -1054,7 +1054,7 @@ def uring_explanation(res: Results) -> list[str]:
     small_bare = verdict(ratios("bare", (64, KIB), (100, 1000)), "the bare loop")
     cpu_target = next((t for t in uring_targets(res) if t["id"] == "uring_cpu"), None)
     if cu and ce and e and u and small_epoll and small_bare:
-        per_enter = f", one io_uring_enter per {1 / cu['io_uring_enter']:.0f} messages" if cu.get("io_uring_enter") else ""
+        per_enter = f", one io_uring_enter per {1 / cu['io_uring_enter']:.1f} messages" if cu.get("io_uring_enter") else ""
         out.append(f"What it removes are the system calls around that work: {cu['total']:.2f} per message instead of "
                    f"epoll's {ce['total']:.2f} (the readv and the sendmsg become requests in the ring{per_enter}). "
                    f"Those calls' entry, exit and epoll's bookkeeping were a small share (epoll_wait is "
