@@ -9,9 +9,15 @@ CPU 0, the load (and this script) to CPU 1 when the machine has two CPUs. Every 
 ratio is always taken between measurements made seconds apart; tables give the median of those
 per-round ratios with their min-max.
 
-Experiments (--only picks some): grid (echoplex's three backends and the bare epoll loop, sizes x
+Experiments (--only picks some): grid (echoplex's backends and the bare epoll loop, sizes x
 connections x lockstep/pipelined), idle (cost per message against idle connections), peers (other
-servers, driven by testecho and by uvloop's echoclient.py), memory (RSS per idle connection).
+servers, driven by testecho and by uvloop's echoclient.py), memory (RSS per idle connection), uring
+(echoplex io_uring beside echoplex epoll and the bare loop, lockstep, with the system calls per
+echoed message of each, counted on the server alone: see SyscallCounter).
+
+results.json keeps every experiment: a run of some (--only) replaces those experiments' results and
+keeps the others', each experiment with the run that measured it (the report says which). Points are
+never mixed across runs: a ratio always pairs measurements of one round.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import os
 import platform
 import re
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -55,6 +62,12 @@ IDLE_ACTIVE = 8  # active lockstep connections beside the idle ones, 64 B messag
 PEER_CONNECTIONS = 100
 MEMORY_IDLE = 10000
 FD_SETSIZE = 1024
+EXPERIMENTS = ["grid", "idle", "peers", "memory", "uring"]
+# The target each report.py target id belongs to, so that a run profiles only what it measured.
+TARGET_EXPERIMENT = {"bare": "grid", "peers": "peers", "idle": "idle", "memory": "memory",
+                     "uring_syscalls": "uring", "uring_cpu": "uring", "uring_small": "uring"}
+# echoplex's backends, in the order the report shows them.
+BACKENDS = ["epoll", "io_uring", "poll", "select"]
 
 
 def log(msg: str) -> None:
@@ -278,6 +291,205 @@ class PeakSampler:
         return max(self.peak, tree_kib(self.server.pid))
 
 
+# The system calls a breakdown names (perf: one tracepoint each; perf takes about 35 ms to close
+# each, ten seconds for all of syscalls:*): the echo path's, and those made once per connection.
+ECHO_SYSCALLS = ["io_uring_enter", "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "recvfrom",
+                 "recvmsg", "write", "writev", "sendto", "sendmsg"]
+CONNECTION_SYSCALLS = ["accept", "accept4", "setsockopt", "getsockopt", "getpeername", "getsockname", "shutdown",
+                       "close"]
+
+
+def syscall_numbers(names: list[str]) -> dict[str, int]:
+    """This machine's numbers for names, from the kernel headers (linux-libc-dev); {} when absent."""
+    arch = {"x86_64": "64", "i686": "32", "i386": "32"}.get(platform.machine())
+    if not arch:
+        return {}
+    for header in (f"/usr/include/{platform.machine()}-linux-gnu/asm/unistd_{arch}.h", f"/usr/include/asm/unistd_{arch}.h"):
+        try:
+            text = Path(header).read_text()
+        except OSError:
+            continue
+        found = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^#define __NR_(\w+) (\d+)$", text, re.M))
+        return {n: found[n] for n in names if n in found}
+    return {}
+
+
+class SyscallCounter:
+    """System calls one server process makes over a window, counted from outside the process.
+
+    perf when it works here: `perf stat -e raw_syscalls:sys_enter -p PID` counts in the kernel at
+    each system call's entry, so the server runs at close to full speed, and a second copy of the
+    event filtered to the calls made once per connection (accept, setsockopt, close...) splits
+    those from the echo path's. Otherwise strace -c -f attached to the running server, as
+    bench/compare.py does: strace stops the server at every call, which slows it and can change
+    how many events one wait returns, so its counts are a fallback only.
+
+    Even perf's counting makes every traced system call dearer, and the servers compared make 10x
+    different numbers of them: the CPU figures are therefore never taken in a counted window."""
+
+    PERF_EVENT = "raw_syscalls:sys_enter"
+
+    def __init__(self) -> None:
+        self.tool: str | None = None
+        if shutil.which("perf") and self._perf_works():
+            self.tool = "perf"
+        elif shutil.which("strace"):
+            self.tool = "strace"
+        numbers = syscall_numbers(CONNECTION_SYSCALLS)
+        self.connection_filter = " || ".join(f"id == {n}" for n in numbers.values()) if numbers else None
+
+    def _perf_works(self) -> bool:
+        try:
+            out = subprocess.run(["perf", "stat", "-x,", "-e", self.PERF_EVENT, "--", "true"],
+                                 capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        last = out.stderr.strip().splitlines()[-1:] or [""]
+        return out.returncode == 0 and last[0].split(",")[0].isdigit()
+
+    def describe(self) -> str:
+        if self.tool == "perf":
+            return (f"`perf stat -e {self.PERF_EVENT} -p PID`, its events enabled over perf's control pipe just "
+                    "around the load" + (", with a second copy filtered (`--filter 'id == ...'`) to the calls made "
+                                         "once per connection" if self.connection_filter else ""))
+        if self.tool == "strace":
+            return ("`strace -c -f -p PID` attached during the load (perf's syscall tracepoint does not work here; "
+                    "strace slows the server, so it may batch more per wait than it would)")
+        return "not counted: neither perf nor strace works here"
+
+    def window(self, pid: int, breakdown: bool = False,
+               extra: dict[str, tuple[str, str | None]] | None = None) -> "SyscallWindow":
+        """A context manager that counts pid's system calls while its body runs: total, and those
+        made once per connection (connection, None when unknown); with breakdown, also by name
+        (by_call; perf: one syscalls:sys_enter_NAME tracepoint each; strace: always); with perf,
+        also extra's events, each label: (event, filter or None), counted into extra[label]."""
+        if self.tool is None:
+            raise RuntimeError("no system call counter (perf or strace) works here")
+        return SyscallWindow(self, pid, breakdown, extra or {})
+
+
+class PerfSession:
+    """perf stat or perf record attached to a process, its events off (-D -1) until enable(): the
+    window opens and closes over perf's control pipe (--control), and perf's acknowledgement says
+    the events are on, so a window misses nothing and counts none of perf's own start-up."""
+
+    def __init__(self, argv: list[str]) -> None:
+        ctl_r, self.ctl_w = os.pipe()
+        self.ack_r, ack_w = os.pipe()
+        self.proc = subprocess.Popen(argv[:2] + ["-D", "-1", "--control", f"fd:{ctl_r},{ack_w}"] + argv[2:],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     pass_fds=(ctl_r, ack_w))
+        os.close(ctl_r)
+        os.close(ack_w)
+
+    def command(self, word: str) -> None:
+        """Sends a control command (enable, disable) and waits up to 10 s for its acknowledgement."""
+        os.write(self.ctl_w, word.encode() + b"\n")
+        ready, _, _ = select.select([self.ack_r], [], [], 10)
+        if not ready or not os.read(self.ack_r, 64).startswith(b"ack"):
+            raise RuntimeError(f"perf did not acknowledge '{word}'")
+
+    def finish(self) -> None:
+        """Turns the events off, then stops perf, which writes its output (-o) as it goes."""
+        try:
+            self.command("disable")
+        finally:
+            # SIGINT before the control pipe closes: perf record ends without writing its data
+            # when the pipe's end reaches it first.
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            os.close(self.ctl_w)
+            os.close(self.ack_r)
+
+
+class SyscallWindow:
+    def __init__(self, counter: SyscallCounter, pid: int, breakdown: bool,
+                 extra: dict[str, tuple[str, str | None]]) -> None:
+        self.tool, self.pid, self.breakdown = counter.tool, pid, breakdown
+        self.extra_events = extra
+        self.extra: dict[str, int] = {}
+        # perf's output has a line per event, in the order they were given: what each one is.
+        self.lines: list[tuple[str, str]] = []
+        self.connection_filter = counter.connection_filter
+        self.total: int | None = None
+        self.connection: int | None = None
+        self.by_call: dict[str, int] = {}
+        fd, name = tempfile.mkstemp(prefix="echoplex-syscalls-")
+        os.close(fd)
+        self.out = Path(name)
+
+    def __enter__(self) -> "SyscallWindow":
+        if self.tool == "perf":
+            events = ["-e", SyscallCounter.PERF_EVENT]
+            self.lines.append(("total", ""))
+            if self.connection_filter:
+                events += ["-e", SyscallCounter.PERF_EVENT, "--filter", self.connection_filter]
+                self.lines.append(("connection", ""))
+            if self.breakdown:
+                names = ECHO_SYSCALLS + CONNECTION_SYSCALLS
+                events += ["-e", ",".join(f"syscalls:sys_enter_{n}" for n in names)]
+                self.lines += [("call", n) for n in names]
+            for label, (event, expr) in self.extra_events.items():
+                events += ["-e", event] + (["--filter", expr] if expr else [])
+                self.lines.append(("extra", label))
+            self.perf = PerfSession(["perf", "stat", "-x,", "-o", str(self.out), "-p", str(self.pid)] + events)
+            try:
+                self.perf.command("enable")
+            except Exception:
+                self.perf.finish()
+                raise
+        else:
+            self.proc = subprocess.Popen(["strace", "-c", "-f", "-o", str(self.out), "-p", str(self.pid)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:  # "strace: Process N attached": from here on it counts
+                if "attached" in line:
+                    break
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.tool == "perf":
+                self.perf.finish()
+            else:
+                self.proc.send_signal(signal.SIGINT)  # strace writes its table and detaches
+                self.proc.communicate(timeout=30)
+            self._parse(self.out.read_text())
+        finally:
+            self.out.unlink(missing_ok=True)
+
+    def _parse(self, text: str) -> None:
+        if self.tool == "perf":
+            counts = []
+            for line in text.splitlines():
+                fields = line.split(",")  # count,unit,event,run time,% running,...
+                if len(fields) >= 3 and not line.startswith("#"):
+                    counts.append(int(fields[0]) if fields[0].isdigit() else 0)  # "<not counted>": none
+            if len(counts) != len(self.lines):
+                raise RuntimeError(f"perf stat printed {len(counts)} counts for {len(self.lines)} events")
+            for (kind, name), count in zip(self.lines, counts):
+                if kind == "total":
+                    self.total = count
+                elif kind == "connection":
+                    self.connection = count
+                elif kind == "call" and count:
+                    self.by_call[name] = count
+                elif kind == "extra":
+                    self.extra[name] = count
+            return
+        for line in text.splitlines():
+            parts = line.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(parts) >= 5 and parts[-1] not in ("syscall", "total") and parts[3].isdigit():
+                self.by_call[parts[-1]] = int(parts[3])
+        self.total = sum(self.by_call.values())
+        self.connection = sum(n for name, n in self.by_call.items() if name in CONNECTION_SYSCALLS)
+
+
 class IdleConnections:
     """Silent connections held by this script, opened in batches the server has accepted before
     the next batch, so a short listen backlog (asyncio's 100) never drops a SYN."""
@@ -345,9 +557,14 @@ class Bench:
         self.logdir = Path(tempfile.mkdtemp(prefix="echoplex-bench-"))
         self.results: list[dict] = []
         self.skipped: list[str] = []
+        # Servers that are missing, with why: reported only by a run whose experiments asked for
+        # them (have()), so that `--only uring` does not report the peers it never wanted.
+        self.server_notes: list[tuple[tuple[str, ...], str]] = []
+        self.asked: set[str] = set()
         self.echoclient_num: dict[tuple[str, int], int] = {}
         self.uvloop_dir, self.uvloop_python = find_uvloop_examples(self.logdir)
         self.specs = self._server_specs()
+        self.counter = SyscallCounter()
 
     # -- servers --------------------------------------------------------------------------------
 
@@ -364,7 +581,13 @@ class Bench:
         if bare.exists():
             specs["bare"] = ServerSpec("bare", "bare epoll loop", lambda port, idle: [str(bare), "--port", str(port)],
                                        command="bench/bare_epoll_echo")
-        for backend in ("epoll", "poll", "select"):
+        compiled = echoplex_backends(echoplex)
+        for backend in BACKENDS:
+            if backend not in compiled:
+                why = "; io_uring needs liburing-dev at configure time" if backend == "io_uring" else ""
+                self.server_notes.append(((backend,), f"echoplex {backend}: `echoplex --version` does not list it "
+                                                      f"(compiled out{why})"))
+                continue
             specs[backend] = ServerSpec(backend, f"echoplex {backend}", echoplex_argv(backend),
                                         fd_limit=FD_SETSIZE if backend == "select" else None,
                                         command=f"echoplex --backend={backend} -q")
@@ -373,7 +596,8 @@ class Bench:
             specs["asio"] = ServerSpec("asio", "Boost.Asio", lambda port, idle: [str(asio), "--port", str(port)],
                                        command="bench/asio_echo")
         else:
-            self.skipped.append("Boost.Asio server: Boost headers not found at configure time (libboost-dev)")
+            self.server_notes.append((("asio",), "Boost.Asio server: Boost headers not found at configure time "
+                                                  "(libboost-dev)"))
         if self.uvloop_dir:
             server_py = str(self.uvloop_dir / "echoserver.py")
             py = self.uvloop_python
@@ -386,8 +610,8 @@ class Bench:
                 lambda port, idle: [py, server_py, "--proto", "--addr", f"127.0.0.1:{port}"],
                 announces=False, command="echoserver.py --proto")
         else:
-            self.skipped.append("uvloop and asyncio servers, and echoclient.py: python3-uvloop's "
-                                "examples/bench not found")
+            self.server_notes.append((("uvloop", "asyncio"), "uvloop and asyncio servers, and echoclient.py: "
+                                      "python3-uvloop's examples/bench not found"))
         thread = b / "bench" / "thread_echo"
         if thread.exists():
             specs["thread"] = ServerSpec("thread", "thread per connection",
@@ -402,17 +626,38 @@ class Bench:
                 announces=False, model="fork",
                 command="socat TCP-LISTEN:PORT,bind=127.0.0.1,fork,reuseaddr,backlog=1024,nodelay EXEC:cat")
         else:
-            self.skipped.append("socat: not installed")
+            self.server_notes.append((("socat",), "socat: not installed"))
         wanted = self.args.servers
-        return {k: v for k, v in specs.items() if not wanted or k in wanted}
+        specs = {k: v for k, v in specs.items() if not wanted or k in wanted}
+        if "io_uring" in specs:
+            refused = self._refuses_to_start(specs["io_uring"])
+            if refused:
+                del specs["io_uring"]
+                self.server_notes.append((("io_uring",), f"echoplex io_uring: the server refuses to start here "
+                                                         f"({refused})"))
+        return specs
+
+    def _refuses_to_start(self, spec: ServerSpec) -> str | None:
+        """Why spec's server does not start (a kernel without io_uring, a seccomp filter, a
+        sysctl), from its stderr; None when it starts and listens."""
+        try:
+            RunningServer(spec, self.machine, self.logdir).stop()
+            return None
+        except Exception as e:  # noqa: BLE001
+            log_text = spec_log(self.logdir, spec).strip().splitlines()
+            return (log_text[-1] if log_text else str(e))[:300]
 
     def have(self, *keys: str) -> list[str]:
+        self.asked.update(keys)
         return [k for k in keys if k in self.specs]
+
+    def skip_notes(self) -> list[str]:
+        return [note for keys, note in self.server_notes if self.asked & set(keys)] + self.skipped
 
     # -- loads ----------------------------------------------------------------------------------
 
-    def run_testecho(self, port: int, load: Load) -> dict:
-        d = self.args.duration
+    def run_testecho(self, port: int, load: Load, duration: float | None = None) -> dict:
+        d = duration or self.args.duration
         timeout = 20
         argv = self.machine.load([str(self.testecho), "-p", str(port), "-c", str(load.connections),
                                   "-s", str(load.size), "-P", str(load.pipeline), "-d", f"{d}s",
@@ -452,7 +697,8 @@ class Bench:
                 "mib_per_s": float(r.group(1)) * size / MIB, "latency_ms": None,
                 "verified": ok, "first_error": None if ok else out.stderr.decode()[-300:], "wall_s": wall}
 
-    def measure(self, exp: str, key: str, load: Load, round_no: int, num: int | None = None) -> dict:
+    def measure(self, exp: str, key: str, load: Load, round_no: int, num: int | None = None,
+                count_syscalls: bool = False) -> dict:
         spec = self.specs[key]
         rec: dict = {"exp": exp, "server": key, "client": load.client, "size": load.size,
                      "connections": load.connections, "pipeline": load.pipeline, "idle": load.idle,
@@ -485,6 +731,11 @@ class Bench:
             rec["ok"] = bool(out["verified"]) and out["messages"] > 0
             if not rec["ok"]:
                 rec["error"] = out.get("first_error") or "not verified"
+            elif count_syscalls:
+                try:
+                    self.count_syscalls(server, load, rec)
+                except Exception as e:  # noqa: BLE001 - the CPU figure stands without its count
+                    rec["syscall_error"] = str(e)
         except Exception as e:  # noqa: BLE001 - one failed point must not end the benchmark
             rec["error"] = str(e)
         finally:
@@ -493,10 +744,37 @@ class Bench:
             if server:
                 server.stop()
         status = f"{rec.get('cpu_us_per_msg', 0):8.2f} us/msg" if rec["ok"] else f"FAILED: {rec.get('error')}"
+        if rec["ok"] and "syscalls_per_msg" in rec:
+            status += f" {rec['syscalls_per_msg']:6.3f} syscalls/msg"
         log(f"{exp:6} r{round_no} {key:8} {load.client:10} {human_size(load.size):>7} c={load.connections:<4} "
             f"P={load.pipeline:<2} idle={load.idle:<5} {status}")
         self.results.append(rec)
         return rec
+
+    def count_syscalls(self, server: RunningServer, load: Load, rec: dict) -> None:
+        """A second, shorter load of the same kind on the same server, with its system calls
+        counted: calls per echoed message over a window like the CPU figure's (the load's
+        connection setup and teardown included). Counted apart from the timed load because
+        counting makes each call dearer (see SyscallCounter)."""
+        duration = self.count_duration()
+        with self.counter.window(server.pid) as window:
+            out = self.run_testecho(server.port, load, duration)
+        if not server.alive():
+            raise RuntimeError(f"{server.spec.key} died during the counted load")
+        if not out["verified"] or not out["messages"] or window.total is None:
+            raise RuntimeError(f"counted load: {out.get('first_error') or 'nothing counted'}")
+        rec.update({"syscalls": window.total, "syscall_messages": out["messages"],
+                    "syscalls_per_msg": window.total / out["messages"], "syscall_counter": self.counter.tool,
+                    "syscall_window_s": duration})
+        if window.connection is not None:
+            # The calls made once per connection (accept, setsockopt, close...), apart: in a short
+            # window with few big messages they are a large share of the total.
+            rec["connection_syscalls"] = window.connection
+            rec["echo_syscalls_per_msg"] = (window.total - window.connection) / out["messages"]
+
+    def count_duration(self) -> float:
+        # A count needs no long window (and the rounds give its spread): half the timed load.
+        return max(self.args.duration / 2, min(self.args.duration, 0.5))
 
     # -- experiments ----------------------------------------------------------------------------
 
@@ -508,7 +786,7 @@ class Bench:
         return keys[k:] + keys[:k]
 
     def exp_grid(self) -> None:
-        keys = self.have("bare", "epoll", "poll", "select")
+        keys = self.have("bare", *BACKENDS)
         points = []
         for size in self.args.sizes:
             for conns in CONNECTIONS:
@@ -524,7 +802,7 @@ class Bench:
                     self.measure("grid", key, load, r)
 
     def exp_idle(self) -> None:
-        keys = self.have("bare", "epoll", "poll", "select")
+        keys = self.have("bare", *BACKENDS)
         for r in self.rounds():
             for idle in IDLE_COUNTS:
                 for key in self.rotated(keys, r):
@@ -534,7 +812,7 @@ class Bench:
                     self.measure("idle", key, Load("testecho", 64, IDLE_ACTIVE, 1, idle), r)
 
     def exp_peers(self) -> None:
-        keys = self.have("bare", "epoll", "asio", "uvloop", "asyncio", "thread", "socat")
+        keys = self.have("bare", "epoll", "io_uring", "asio", "uvloop", "asyncio", "thread", "socat")
         with_echoclient = self.uvloop_dir is not None
         for r in self.rounds():
             for size in self.args.sizes:
@@ -545,6 +823,22 @@ class Bench:
                 for key in self.rotated(keys, r):
                     num = self.echoclient_messages(key, size)
                     self.measure("peers", key, Load("echoclient", size, 3), r, num=num)
+
+    def exp_uring(self) -> None:
+        """io_uring beside epoll and the bare loop: lockstep, sizes x connections, each measurement
+        followed by a counted one (measure's count_syscalls) on the same server."""
+        keys = self.have("io_uring", "epoll", "bare")
+        if "io_uring" not in keys:
+            self.skipped.append("the uring experiment: no echoplex io_uring server to measure")
+            return
+        if self.counter.tool is None:
+            self.skipped.append("system calls per message: neither perf nor strace works here")
+        points = [Load("testecho", size, conns) for size in self.args.sizes for conns in CONNECTIONS
+                  if (size, conns) not in SKIP_GRID]
+        for r in self.rounds():
+            for load in points:
+                for key in self.rotated(keys, r):
+                    self.measure("uring", key, load, r, count_syscalls=self.counter.tool is not None)
 
     def echoclient_messages(self, key: str, size: int) -> int:
         """Messages per echoclient.py worker that fill about --duration, from one short trial."""
@@ -566,7 +860,7 @@ class Bench:
         return self.echoclient_num[(key, size)]
 
     def exp_memory(self) -> None:
-        keys = self.have("epoll", "poll", "select", "bare", "asio", "uvloop", "asyncio", "thread", "socat")
+        keys = self.have(*BACKENDS, "bare", "asio", "uvloop", "asyncio", "thread", "socat")
         for r in self.rounds():
             for key in self.rotated(keys, r):
                 spec = self.specs[key]
@@ -599,6 +893,23 @@ class Bench:
                 log(f"memory r{r} {key:8} idle={n:<5} "
                     + (f"{rec['bytes_per_conn']:8.0f} B/conn" if rec["ok"] else f"FAILED: {rec.get('error')}"))
                 self.results.append(rec)
+
+
+def echoplex_backends(echoplex: str) -> list[str]:
+    """The backends `echoplex --version` lists: "echoplex 0.1.0 [backends: epoll, poll, ...]"."""
+    try:
+        out = subprocess.run([echoplex, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    m = re.search(r"backends:\s*([^\]]*)\]", out)
+    return [b.strip() for b in m.group(1).split(",")] if m else []
+
+
+def spec_log(logdir: Path, spec: ServerSpec) -> str:
+    try:
+        return (logdir / f"{spec.key}.stderr").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def find_uvloop_examples(scratch: Path) -> tuple[Path | None, str]:
@@ -678,8 +989,9 @@ def machine_description(machine: Machine) -> dict:
                 break
     mem_kib = status_line("/proc/meminfo", "MemTotal")
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    # Changes to what this script writes itself (the report, README.md) do not make the code dirty.
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!docs/bench", ":!README.md"], capture_output=True, text=True).stdout.strip()
     os_name = "Linux"
     try:
         with open("/etc/os-release") as f:
@@ -717,6 +1029,44 @@ def parse_size(text: str) -> int:
     return int(t[:-1] if mult != 1 else t) * mult
 
 
+def run_meta(data: dict) -> dict:
+    """What the report says about the run that measured an experiment."""
+    keys = ("command", "started", "elapsed_s", "waited_s", "load_start", "load_end", "load_after",
+            "elapsed_by_experiment_s", "runs", "duration_s", "quick", "machine", "skipped", "experiments",
+            "syscall_counter")
+    return {k: data.get(k) for k in keys}
+
+
+def merge_previous(data: dict, previous: dict) -> dict:
+    """This run's data, plus the results of every experiment it did not measure from the previous
+    results.json, each experiment with the run that measured it (measured_by). An experiment that
+    runs now replaces all its earlier results: rounds are never paired across runs."""
+    ran = set(data["experiments"])
+    kept_runs = []
+    for meta in previous.get("measured_by") or [run_meta(previous)]:
+        exps = [e for e in meta["experiments"] if e not in ran]
+        if exps:
+            kept_runs.append({**meta, "experiments": exps})
+    kept = {e for meta in kept_runs for e in meta["experiments"]}
+    data["results"] = [r for r in previous["results"] if r["exp"] in kept] + data["results"]
+    data["measured_by"] = kept_runs + data["measured_by"]
+    data["experiments"] = [e for e in EXPERIMENTS if e in kept | ran]
+    data["servers"] = {**previous.get("servers", {}), **data["servers"]}
+    data["skipped"] = list(dict.fromkeys(s for meta in data["measured_by"] for s in meta.get("skipped") or []))
+    if "peers" not in ran:
+        data["uvloop_examples"] = previous.get("uvloop_examples")  # the Method names the peers' client
+    if "uring" not in ran:
+        data["uring_profile"] = previous.get("uring_profile")
+        data["syscall_counter"] = previous.get("syscall_counter")
+    if not data.get("profile") and previous.get("profile"):
+        # The missed-target profile of the earlier run, minus blocks about experiments re-run now.
+        blocks = [b for b in previous["profile"].get("blocks", [])
+                  if not any(TARGET_EXPERIMENT.get(t) in ran for t in b.get("targets", []))]
+        if blocks:
+            data["profile"] = {**previous["profile"], "blocks": blocks}
+    return data
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build", default=str(ROOT / "build-bench"), help="build directory (default build-bench)")
@@ -724,14 +1074,19 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per point (default 3)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds of load per point (default 2)")
     p.add_argument("--quick", action="store_true", help="one 0.5 s run per point, no waiting: a smoke test")
-    p.add_argument("--only", default="grid,idle,peers,memory",
-                   help="experiments to run, comma-separated: grid,idle,peers,memory (default all)")
+    p.add_argument("--only", default=",".join(EXPERIMENTS),
+                   help=f"experiments to run, comma-separated: {','.join(EXPERIMENTS)} (default all); the "
+                   "others' results stay in results.json and the report as they were")
+    p.add_argument("--fresh", action="store_true",
+                   help="start a new results.json instead of keeping the experiments this run does not measure")
     p.add_argument("--servers", default="", help="servers to include, comma-separated "
-                   "(bare,epoll,poll,select,asio,uvloop,asyncio,thread,socat; default all found)")
-    p.add_argument("--sizes", default="64,1k,16k,1m", help="message sizes for grid and peers (default 64,1k,16k,1m)")
+                   "(bare,epoll,io_uring,poll,select,asio,uvloop,asyncio,thread,socat; default all found)")
+    p.add_argument("--sizes", default="64,1k,16k,1m",
+                   help="message sizes for grid, peers and uring (default 64,1k,16k,1m)")
     p.add_argument("--quiet-load", type=float, default=0.7, help="wait until the 1-minute load average is below this")
     p.add_argument("--max-wait", type=float, default=1200, help="longest wait for a quiet machine, seconds (default 1200)")
-    p.add_argument("--no-profile", action="store_true", help="skip profiling when a target is missed")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the profiles (of missed targets, and the uring experiment's of two points)")
     p.add_argument("--report-only", metavar="RESULTS_JSON", help="rewrite the report from a results.json")
     p.add_argument("--no-readme", action="store_true",
                    help="leave README.md alone (by default a complete run into docs/bench rewrites its Benchmarks section)")
@@ -739,12 +1094,12 @@ def main() -> int:
     args.servers = [s for s in args.servers.split(",") if s]
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     args.only = [s for s in args.only.split(",") if s]
-    unknown = [x for x in args.only if x not in ("grid", "idle", "peers", "memory")]
+    unknown = [x for x in args.only if x not in EXPERIMENTS]
     if unknown:
-        p.error(f"--only: unknown experiment {unknown[0]!r} (grid, idle, peers, memory)")
+        p.error(f"--only: unknown experiment {unknown[0]!r} ({', '.join(EXPERIMENTS)})")
     if args.runs < 1 or args.duration <= 0:
         p.error("--runs and --duration must be positive")
-    complete = set(args.only) == {"grid", "idle", "peers", "memory"} and not args.servers \
+    complete = set(args.only) == set(EXPERIMENTS) and not args.servers \
         and args.sizes == [64, KIB, 16 * KIB, MIB]
     if args.quick:
         args.runs, args.duration, args.max_wait = 1, 0.5, 0
@@ -780,11 +1135,15 @@ def main() -> int:
     t0 = time.monotonic()
     log(f"bench: {', '.join(args.only)}; servers: {', '.join(bench.specs)}; {args.runs} run(s) of {args.duration} s; "
         f"load average {load_start[0]:.2f}; scratch {bench.logdir}")
-    experiments = {"grid": bench.exp_grid, "idle": bench.exp_idle, "peers": bench.exp_peers, "memory": bench.exp_memory}
-    loads = {}
+    experiments = {"grid": bench.exp_grid, "idle": bench.exp_idle, "peers": bench.exp_peers, "memory": bench.exp_memory,
+                   "uring": bench.exp_uring}
+    loads, took = {}, {}
     for name in args.only:
+        t1 = time.monotonic()
         experiments[name]()
         loads[name] = round(os.getloadavg()[0], 2)
+        took[name] = round(time.monotonic() - t1)
+        log(f"bench: {name} took {took[name] / 60:.1f} min")
     elapsed = time.monotonic() - t0
 
     profile = None
@@ -797,23 +1156,44 @@ def main() -> int:
         "load_start": list(load_start),
         "load_end": list(os.getloadavg()),
         "load_after": loads,  # 1-minute load average after each experiment
+        "elapsed_by_experiment_s": took,
         "runs": args.runs,
         "duration_s": args.duration,
         "quick": args.quick,
         "experiments": args.only,
         "servers": {k: {"label": s.label, "command": s.command, "model": s.model} for k, s in bench.specs.items()},
         "uvloop_examples": str(bench.uvloop_dir) if bench.uvloop_dir else None,
-        "skipped": bench.skipped,
+        "skipped": bench.skip_notes(),
         "results": bench.results,
         "profile": profile,
+        "syscall_counter": bench.counter.describe() if "uring" in args.only else None,
+        "uring_profile": None,
     }
+    data["measured_by"] = [run_meta(data)]
+    previous = out / "results.json"
+    if previous.exists() and not args.fresh:
+        try:
+            data = merge_previous(data, json.loads(previous.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            log(f"bench: {previous} is not a results.json this script can keep ({e}): starting afresh")
     if not args.no_profile:
         import profile_echoplex  # bench/profile_echoplex.py
 
-        missed = report.missed_targets(data)
+        # Only the targets of experiments measured now: the others keep the profile of their run.
+        missed = [t for t in report.missed_targets(data)
+                  if TARGET_EXPERIMENT.get(t) in args.only and TARGET_EXPERIMENT.get(t) != "uring"]
         if missed:
             log(f"targets missed ({', '.join(missed)}): profiling")
-            data["profile"] = profile_echoplex.run(bench, missed)
+            fresh = profile_echoplex.run(bench, missed)
+            old = data.get("profile") or {}
+            # Blocks about the targets of experiments not measured now stay, from their run.
+            kept = [b for b in old.get("blocks", [])
+                    if not any(TARGET_EXPERIMENT.get(t) in args.only for t in b.get("targets", []))]
+            data["profile"] = {"intro": fresh["intro"], "blocks": fresh["blocks"] + kept}
+        if "uring" in args.only and "io_uring" in bench.specs:
+            log("uring: profiling io_uring, epoll and the bare loop at " + ", ".join(
+                f"{report.human_size(s)} x {c}" for s, c in profile_echoplex.URING_POINTS))
+            data["uring_profile"] = profile_echoplex.uring(bench)
     (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     report.write(out, data, readme)
     lock.close()

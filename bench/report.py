@@ -10,9 +10,12 @@ KIB = 1024
 MIB = 1024 * 1024
 PIPELINE = {64: 16, KIB: 16, 16 * KIB: 4, MIB: 2}
 PEERS = ["asio", "uvloop", "asyncio", "thread", "socat"]
-ORDER = ["bare", "epoll", "poll", "select", "asio", "uvloop", "asyncio", "thread", "socat"]
-COLORS = {"bare": "#555555", "epoll": "#1f77b4", "poll": "#ff7f0e", "select": "#2ca02c", "asio": "#9467bd",
-          "uvloop": "#8c564b", "asyncio": "#e377c2", "thread": "#bcbd22", "socat": "#17becf"}
+ORDER = ["bare", "epoll", "io_uring", "poll", "select", "asio", "uvloop", "asyncio", "thread", "socat"]
+COLORS = {"bare": "#555555", "epoll": "#1f77b4", "io_uring": "#b8860b", "poll": "#ff7f0e", "select": "#2ca02c",
+          "asio": "#9467bd", "uvloop": "#8c564b", "asyncio": "#e377c2", "thread": "#bcbd22", "socat": "#17becf"}
+# The uring experiment's CPU target: io_uring at least 1.1x cheaper than the bare loop.
+URING_CPU_LIMIT = 1 / 1.1
+URING_SYSCALL_LIMIT = 0.5
 
 
 def human_size(n: int) -> str:
@@ -173,6 +176,76 @@ def targets(res: Results) -> list[dict]:
                     "summary": f"{'met' if m <= 1024 else 'missed'}: {spread(vals, lambda x: f'{x:.0f}')} bytes per connection"
                                + ("" if m <= 1024 else f", {100 * (m / 1024 - 1):.0f}% over"),
                     "detail": "", "missed_cells": []})
+    return out + uring_targets(res)
+
+
+def uring_points(res: Results) -> list[tuple[int, int]]:
+    return sorted({(r["size"], r["connections"]) for r in res.recs if r["exp"] == "uring"})
+
+
+def uring_rounds(res: Results, key: str, size: int, conns: int) -> dict[int, dict]:
+    return res.get("uring", key, "testecho", size, conns, 1, 0)
+
+
+def uring_targets(res: Results) -> list[dict]:
+    """The io_uring issue's three targets, from the uring experiment."""
+    points = uring_points(res)
+    if not points:
+        return []
+    out = []
+    # 1. System calls per message at 100 and 1,000 connections.
+    cells = []
+    for size, conns in points:
+        vals = res.values(uring_rounds(res, "io_uring", size, conns), "syscalls_per_msg")
+        if conns >= 100 and vals:
+            echo = res.values(uring_rounds(res, "io_uring", size, conns), "echo_syscalls_per_msg")
+            epoll = res.values(uring_rounds(res, "epoll", size, conns), "syscalls_per_msg")
+            cells.append((size, conns, statistics.median(vals), vals, echo, epoll))
+    if cells:
+        missed = [c for c in cells if c[2] > URING_SYSCALL_LIMIT]
+        worst = max(cells, key=lambda c: c[2])
+        epoll_all = [statistics.median(c[5]) for c in cells if c[5]]
+        summary = (f"met: at most {num(worst[2])} ({human_size(worst[0])}, {worst[1]} connections)" if not missed else
+                   f"missed in {len(missed)} of {len(cells)} cells: "
+                   + "; ".join(f"{human_size(s)} × {c}: {spread(v)}"
+                               + (f", {num(statistics.median(e))} without the calls made once per connection" if e else "")
+                               for s, c, _, v, e, _ in missed))
+        if epoll_all:
+            summary += f"; epoll makes {num(min(epoll_all))}–{num(max(epoll_all))} in the same cells"
+        out.append({"id": "uring_syscalls",
+                    "name": "echoplex io_uring ≤ 0.5 system calls per echoed message at 100 and 1,000 connections",
+                    "met": not missed, "summary": summary,
+                    "detail": "", "cells": "; ".join(f"{human_size(s)} c={c}: {spread(v)}" for s, c, _, v, _, _ in cells),
+                    "missed_cells": [(s, c) for s, c, *_ in missed]})
+    # 2. CPU per message at least 1.1x lower than the bare loop's, at 100 and 1,000 connections.
+    # 3. At 8 connections, no worse than epoll's.
+    for tid, name, den, limit, want in (
+            ("uring_cpu", "echoplex io_uring's CPU per message ≥ 1.1× lower than the bare epoll loop's at 100 and "
+             "1,000 connections (io_uring ÷ bare ≤ 0.91×)", "bare", URING_CPU_LIMIT, lambda c: c >= 100),
+            ("uring_small", "at 8 connections echoplex io_uring's CPU per message no worse than epoll's "
+             "(io_uring ÷ epoll ≤ 1.00×)", "epoll", 1.0, lambda c: c == 8)):
+        cells = []
+        for size, conns in points:
+            rs = res.ratios(uring_rounds(res, "io_uring", size, conns), uring_rounds(res, den, size, conns))
+            if want(conns) and rs:
+                cells.append((size, conns, statistics.median(rs), rs))
+        if not cells:
+            continue
+        missed = [c for c in cells if c[2] > limit]
+        best = min(cells, key=lambda c: c[2])
+        worst = max(cells, key=lambda c: c[2])
+        noisy = [c for c in missed if min(c[3]) <= limit]
+        if not missed:
+            summary = f"met: worst cell {spread(worst[3], ratio_fmt)} ({human_size(worst[0])}, {worst[1]} connections)"
+        else:
+            summary = (f"missed in {len(missed)} of {len(cells)} cells: "
+                       + "; ".join(f"{human_size(s)} × {c}: {spread(rs, ratio_fmt)}" for s, c, _, rs in missed)
+                       + (f"; in {len(noisy)} of them at least one round met it" if noisy else ""))
+            if len(missed) < len(cells):
+                summary += f"; best {ratio_fmt(best[2])} ({human_size(best[0])}, {best[1]} connections)"
+        out.append({"id": tid, "name": name, "met": not missed, "summary": summary,
+                    "detail": "", "cells": "; ".join(f"{human_size(s)} c={c}: {spread(rs, ratio_fmt)}" for s, c, _, rs in cells),
+                    "missed_cells": [(s, c) for s, c, *_ in missed]})
     return out
 
 
@@ -320,6 +393,46 @@ def plots(out: Path, res: Results) -> list[tuple[str, str]]:
         ax.set_xlabel("bytes of RSS per idle connection (red: 1 KiB target)")
         ax.invert_yaxis()
         save(fig, "memory_per_idle.svg", "Server memory per idle connection (idle connections held in brackets)")
+
+    # 5. io_uring beside epoll and the bare loop: CPU, ratios, system calls, per connection count.
+    points = uring_points(res)
+    if points:
+        conns_list = sorted({c for _, c in points})
+        keys = [k for k in ("bare", "epoll", "io_uring") if k in res.servers("uring")]
+        fig, axes = plt.subplots(3, len(conns_list), figsize=(3.3 * len(conns_list), 7.6), sharex=True,
+                                 sharey="row", squeeze=False)
+        for col, conns in enumerate(conns_list):
+            sizes = [s for s, c in points if c == conns]
+            for key in keys:
+                cpu = [med(uring_rounds(res, key, s, conns)) for s in sizes]
+                calls = [med(uring_rounds(res, key, s, conns), "syscalls_per_msg") for s in sizes]
+                style = dict(marker="o", ms=3, color=COLORS[key], label=res.label(key))
+                axes[0][col].plot([s for s, y in zip(sizes, cpu) if y], [y for y in cpu if y], **style)
+                axes[2][col].plot([s for s, y in zip(sizes, calls) if y], [y for y in calls if y], **style)
+            for den, ls in (("epoll", "-"), ("bare", "--")):
+                rs = [res.ratios(uring_rounds(res, "io_uring", s, conns), uring_rounds(res, den, s, conns)) for s in sizes]
+                axes[1][col].plot([s for s, r in zip(sizes, rs) if r], [statistics.median(r) for r in rs if r],
+                                  marker="o", ms=3, color=COLORS["io_uring"], linestyle=ls, label=f"io_uring ÷ {res.label(den)}")
+            axes[0][col].set_title(f"{conns} connections, lockstep")
+            axes[1][col].axhline(1.0, color=COLORS["bare"], lw=0.8)
+            axes[1][col].axhline(URING_CPU_LIMIT, color="red", lw=0.8, ls=":")
+            axes[2][col].axhline(URING_SYSCALL_LIMIT, color="red", lw=0.8, ls=":")
+            for row in range(3):
+                ax = axes[row][col]
+                ax.set_xscale("log", base=2)
+                ax.set_xticks([64, KIB, 16 * KIB, MIB], ["64 B", "1 KiB", "16 KiB", "1 MiB"])
+                ax.grid(True, which="major", alpha=0.3)
+            axes[0][col].set_yscale("log")
+            axes[2][col].set_yscale("log")
+            axes[2][col].set_xlabel("message size")
+        axes[0][0].set_ylabel("server CPU µs per message")
+        axes[1][0].set_ylabel("CPU ratio, same round")
+        axes[2][0].set_ylabel("system calls per message")
+        axes[0][-1].legend(fontsize=6, loc="upper left")
+        axes[1][-1].legend(fontsize=6, loc="upper left")
+        save(fig, "uring.svg", "echoplex io_uring beside echoplex epoll and the bare epoll loop: CPU per message, "
+             "io_uring's ratio to each (red: 0.91×, the 1.1× target against the bare loop) and system calls per "
+             "message (red: 0.5)")
     return made
 
 
@@ -390,6 +503,7 @@ def readme_section(res: Results, made: list[tuple[str, str]], rel: str) -> str:
     lines += grid_headline(res)
     lines += [""] + peers_headline(res)
     lines += [""] + idle_headline(res)
+    lines += [""] + uring_headline(res)
     lines += [""]
     for name, caption in made:
         lines += [f"![{caption}]({rel}/{name})", ""]
@@ -410,14 +524,17 @@ def grid_headline(res: Results) -> list[str]:
     if "bare" not in res.servers("grid"):
         return []
     conns_list = sorted({r["connections"] for r in res.recs if r["exp"] == "grid"})
-    lines = ["| size | connections | bare loop | echoplex epoll | poll | select |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    keys = [k for k in ("epoll", "io_uring", "poll", "select") if k != "io_uring" or "io_uring" in res.servers("grid")]
+    lines = ["| size | connections | bare loop | " + " | ".join(
+                 "echoplex epoll" if k == "epoll" else k for k in keys) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |"]
     for size in res.sizes("grid"):
         for conns in conns_list:
             b = res.get("grid", "bare", "testecho", size, conns, 1, 0)
             if not b:
                 continue
             cells = [num(statistics.median(res.values(b, "cpu_us_per_msg")))]
-            for key in ("epoll", "poll", "select"):
+            for key in keys:
                 rounds = res.get("grid", key, "testecho", size, conns, 1, 0)
                 rs = res.ratios(rounds, b)
                 cells.append(f"{num(statistics.median(res.values(rounds, 'cpu_us_per_msg')))} ({ratio_fmt(statistics.median(rs))})"
@@ -448,6 +565,26 @@ def peers_headline(res: Results) -> list[str]:
     return lines
 
 
+def uring_headline(res: Results) -> list[str]:
+    points = uring_points(res)
+    if not points:
+        return []
+    lines = ["io_uring, lockstep: its CPU per message ÷ echoplex epoll's and ÷ the bare loop's (same rounds), and "
+             "system calls per echoed message (io_uring / epoll), medians:", "",
+             "| size | connections | io_uring ÷ epoll | io_uring ÷ bare | calls/msg io_uring / epoll |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for size, conns in points:
+        r = {k: uring_rounds(res, k, size, conns) for k in ("io_uring", "epoll", "bare")}
+        cells = []
+        for den in ("epoll", "bare"):
+            rs = res.ratios(r["io_uring"], r[den])
+            cells.append(ratio_fmt(statistics.median(rs)) if rs else "—")
+        calls = [res.values(r[k], "syscalls_per_msg") for k in ("io_uring", "epoll")]
+        cells.append(" / ".join(num(statistics.median(c)) if c else "—" for c in calls))
+        lines.append(f"| {human_size(size)} | {conns:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def idle_headline(res: Results) -> list[str]:
     servers = res.servers("idle")
     if not servers:
@@ -471,24 +608,63 @@ def idle_headline(res: Results) -> list[str]:
     return lines
 
 
+def runs_of(data: dict) -> list[dict]:
+    """The runs whose results the data holds, oldest first, each with the experiments it measured
+    (bench.py's measured_by; a results.json from before it was one run)."""
+    return data.get("measured_by") or [{**data, "experiments": data.get("experiments") or []}]
+
+
+def run_of(data: dict, exp: str) -> dict | None:
+    return next((r for r in runs_of(data) if exp in r["experiments"]), None)
+
+
+def provenance(data: dict, exp: str) -> list[str]:
+    """A section's own line saying which run measured it, when the report merges several."""
+    run = run_of(data, exp)
+    if run is None or len(runs_of(data)) < 2:
+        return []
+    took = (run.get("elapsed_by_experiment_s") or {}).get(exp)
+    return [f"*Measured by `{run['command']}` on {run['started']} from commit {run['machine']['commit']}"
+            + (f", {took / 60:.1f} minutes for this experiment" if took is not None else "")
+            + f", {run['runs']} run{'s' if run['runs'] != 1 else ''} of {run['duration_s']:g} s per point.*", ""]
+
+
+def times_runs(n: int) -> str:
+    return f"{n} time{'s' if n != 1 else ''}"
+
+
 def render(res: Results, made: list[tuple[str, str]]) -> str:
     data = res.data
-    m = data["machine"]
-    L: list[str] = []
-    L += ["# echoplex benchmark report", "",
-          f"Generated by `{data['command']}` on {data['started']} from commit {m['commit']}, "
-          f"in {data['elapsed_s'] / 60:.1f} minutes" + wait_note(data) + ".",
-          "", f"**Machine:** {machine_line(data)}.", ""]
-    if data.get("quick"):
+    runs = runs_of(data)
+    L: list[str] = ["# echoplex benchmark report", ""]
+    if len(runs) == 1:
+        run = runs[0]
+        L += [f"Generated by `{run['command']}` on {run['started']} from commit {run['machine']['commit']}, "
+              f"in {run['elapsed_s'] / 60:.1f} minutes" + wait_note(run) + ".",
+              "", f"**Machine:** {machine_line(run)}.", ""]
+    else:
+        L += ["Generated from the results of several runs: a run of some experiments (`--only`) replaces those "
+              "experiments' results and keeps the others'. Each section says which run measured it; ratios are "
+              "only ever taken within one round of one run.", ""]
+        for run in runs:
+            L += [f"- **{', '.join(run['experiments'])}**: `{run['command']}` on {run['started']} from commit "
+                  f"{run['machine']['commit']}, {run['elapsed_s'] / 60:.1f} minutes" + wait_note(run)
+                  + f". Machine: {machine_line(run)}."]
+        L += [""]
+    if any(run.get("quick") for run in runs):
         L += ["> **Quick run** (`--quick`): one short run per point. A smoke test; the figures are not to be quoted.", ""]
+    counts = sorted({(run["runs"], run["duration_s"]) for run in runs})
+    every = (f"{times_runs(counts[0][0])} for {counts[0][1]:g} s of load" if len(counts) == 1 else
+             "several times (" + "; ".join(f"{', '.join(run['experiments'])}: {times_runs(run['runs'])} for "
+                                           f"{run['duration_s']:g} s of load" for run in runs) + ")")
     L += ["## Method", "",
-          f"- Every point is run {data['runs']} time{'s' if data['runs'] != 1 else ''} for {data['duration_s']:g} s of load. The runs are rounds: a round "
+          f"- Every point is run {every}. The runs are rounds: a round "
           "visits every point and, within a point, every server back to back in an order rotated each round. Tables give "
           "the **median** with the **min–max over the runs** in brackets; ratios are computed within each round (the "
           "servers compared were measured seconds apart) and then summarised the same way.",
           "- **CPU per message** = server CPU time (utime+stime from `/proc/PID/stat`, plus cutime+cstime of reaped "
           "children for socat) from just before the load tool starts to just after it exits, divided by the messages "
-          f"the tool counted as echoed. Resolution is one clock tick (1/{m['clk_tck']} s). The window includes the load's "
+          f"the tool counted as echoed. Resolution is one clock tick (1/{data['machine']['clk_tck']} s). The window includes the load's "
           "connection setup and teardown (accepts, and socat's forks), but not server startup or idle connections opened "
           "beforehand.",
           "- **Peak RSS** is `VmHWM` from `/proc/PID/status`, reset (`clear_refs` 5) just before the load; for socat, the "
@@ -501,7 +677,8 @@ def render(res: Results, made: list[tuple[str, str]]) -> str:
           "- testecho: lockstep means `-P 1`; pipelined means `-P 16` at 64 B and 1 KiB, `-P 4` at 16 KiB and `-P 2` at "
           "1 MiB (data in flight stays bounded). 1 MiB × 1,000 connections is not run: 1 GiB in flight, about one message "
           "per connection in a run, so it would measure connection setup, not echo.",
-          "- Servers: " + "; ".join(f"**{s['label']}** `{s['command']}`" for s in data["servers"].values()) + ". "
+          "- Servers: " + "; ".join(f"**{s['label']}** `{s['command']}`" for _, s in sorted(
+              data["servers"].items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER))) + ". "
           "echoplex and our bench servers set `TCP_NODELAY` on accepted sockets, as uvloop and asyncio do; socat is given "
           "`nodelay` for the same reason, `backlog=1024` so that 100 connections arriving at once are not dropped by its "
           "default backlog of 5, and `bind=127.0.0.1` to stay on loopback.",
@@ -526,6 +703,7 @@ def render(res: Results, made: list[tuple[str, str]]) -> str:
         L += profile_section(data["profile"])
 
     L += grid_section(res, made) + idle_section(res, made) + peers_section(res, made) + memory_section(res, made)
+    L += uring_section(res, made)
 
     L += ["## Skipped and failed", ""]
     skipped = list(data.get("skipped") or [])
@@ -538,6 +716,10 @@ def render(res: Results, made: list[tuple[str, str]]) -> str:
         L.append(f"- failed: {r['exp']} {r['server']} {r.get('client') or ''} "
                  f"{human_size(r['size']) if r.get('size') else ''} c={r.get('connections')} P={r.get('pipeline')} "
                  f"idle={r.get('idle')} round {r['round']}: {r.get('error')}")
+    for r in res.recs:
+        if r.get("syscall_error"):
+            L.append(f"- system calls not counted: {r['exp']} {r['server']} {human_size(r['size'])} "
+                     f"c={r['connections']} round {r['round']}: {r['syscall_error']}")
     L += ["", "Raw measurements: [results.json](results.json).", ""]
     return "\n".join(L)
 
@@ -545,26 +727,31 @@ def render(res: Results, made: list[tuple[str, str]]) -> str:
 def grid_section(res: Results, made) -> list[str]:
     if not res.servers("grid"):
         return []
-    L = ["## 1 and 3. Backends × sizes × connections, and the bare epoll loop", "",
+    L = ["## 1 and 3. Backends × sizes × connections, and the bare epoll loop", ""] + provenance(res.data, "grid") + [
          "The bare loop (`bench/bare_epoll_echo.cpp`) is the floor: one `read` per readiness into a fixed buffer, "
          "written straight back, no queues; its CPU per message is what the system calls cost. "
          "Each cell: server CPU µs per message, median (min–max); ratios per round, then median (min–max).", ""]
     L += plot_link(made, "cpu_per_message.svg")
     conns_list = sorted({r["connections"] for r in res.recs if r["exp"] == "grid"})
+    uring = "io_uring" in res.servers("grid")  # results from before io_uring have no such column
     for size in res.sizes("grid"):
         L += [f"### {human_size(size)} messages", "",
-              "| connections | pipeline | bare loop µs/msg | echoplex epoll µs/msg | epoll ÷ bare | poll ÷ epoll | select ÷ epoll |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| connections | pipeline | bare loop µs/msg | echoplex epoll µs/msg | epoll ÷ bare | "
+              + ("io_uring ÷ epoll | " if uring else "") + "poll ÷ epoll | select ÷ epoll |",
+              "| ---: | ---: | ---: | ---: | ---: | " + ("---: | " if uring else "") + "---: | ---: |"]
         for conns in conns_list:
             for pipeline in (1, PIPELINE[size]):
-                rounds = {k: res.get("grid", k, "testecho", size, conns, pipeline, 0) for k in ("bare", "epoll", "poll", "select")}
+                rounds = {k: res.get("grid", k, "testecho", size, conns, pipeline, 0)
+                          for k in ("bare", "epoll", "io_uring", "poll", "select")}
                 if not any(rounds.values()):
                     continue
                 cells = [spread(res.values(rounds["bare"], "cpu_us_per_msg")), spread(res.values(rounds["epoll"], "cpu_us_per_msg")),
-                         spread(res.ratios(rounds["epoll"], rounds["bare"]), ratio_fmt),
-                         spread(res.ratios(rounds["poll"], rounds["epoll"]), ratio_fmt),
-                         spread(res.ratios(rounds["select"], rounds["epoll"]), ratio_fmt) if rounds["select"]
-                         else "— (FD_SETSIZE)" if conns + 16 > 1024 else "—"]
+                         spread(res.ratios(rounds["epoll"], rounds["bare"]), ratio_fmt)]
+                if uring:
+                    cells.append(spread(res.ratios(rounds["io_uring"], rounds["epoll"]), ratio_fmt))
+                cells += [spread(res.ratios(rounds["poll"], rounds["epoll"]), ratio_fmt),
+                          spread(res.ratios(rounds["select"], rounds["epoll"]), ratio_fmt) if rounds["select"]
+                          else "— (FD_SETSIZE)" if conns + 16 > 1024 else "—"]
                 L.append(f"| {conns} | {pipeline} | " + " | ".join(cells) + " |")
         L += [""]
     L += ["### Throughput, latency and memory", "",
@@ -599,7 +786,7 @@ def idle_section(res: Results, made) -> list[str]:
     if not servers:
         return []
     idles = sorted({r["idle"] for r in res.recs if r["exp"] == "idle"})
-    L = ["## 2. The idle-connection curve", "",
+    L = ["## 2. The idle-connection curve", ""] + provenance(res.data, "idle") + [
          "8 active lockstep connections with 64 B messages, beside N idle connections that this script opens first "
          "(in batches the server has accepted) and holds silent. poll and select pass every registered descriptor to the "
          "kernel on each wait, so their cost per message grows with N; epoll's does not. **select stops at its "
@@ -638,7 +825,7 @@ def peers_section(res: Results, made) -> list[str]:
     servers = res.servers("peers")
     if not servers:
         return []
-    L = ["## 4. Peers, side by side", "",
+    L = ["## 4. Peers, side by side", ""] + provenance(res.data, "peers") + [
          "Each size runs every server back to back in one round. testecho drives 100 lockstep connections; uvloop's "
          "`echoclient.py` runs its default 3 worker processes, each a blocking ping-pong connection. uvloop and asyncio "
          "run Debian's `echoserver.py` in protocol mode (`--proto`; with `--uvloop` for uvloop). The thread-per-connection "
@@ -695,7 +882,7 @@ def memory_section(res: Results, made) -> list[str]:
     servers = res.servers("memory")
     if not servers and not any(r["exp"] == "memory" for r in res.failed):
         return []
-    L = ["## 5. Memory per idle connection", "",
+    L = ["## 5. Memory per idle connection", ""] + provenance(res.data, "memory") + [
          "A fresh server's `VmRSS`, then N idle connections opened and accepted, then `VmRSS` again: (after − before) / N. "
          "This is user-space memory; the kernel's socket structures are not in RSS and are the same for every server. "
          "For the thread-per-connection server the cost is per thread (stack pages touched); for socat it is per pair of "
@@ -738,3 +925,189 @@ def plot_link(made, name: str) -> list[str]:
         if n == name:
             return [f"![{caption}]({n})", "", f"*{caption}.*", ""]
     return []
+
+
+def uring_section(res: Results, made) -> list[str]:
+    data = res.data
+    run = run_of(data, "uring")
+    points = uring_points(res)
+    if run is None and not points:
+        return []
+    L = ["## 6. io_uring beside epoll and the bare loop", ""] + provenance(data, "uring")
+    if not points:
+        notes = [s for s in (run or {}).get("skipped") or [] if "io_uring" in s or "uring" in s]
+        return L + ["Not measured: " + ("; ".join(notes) if notes else "no io_uring results") + ".", ""]
+    window = next((r["syscall_window_s"] for r in res.recs if r["exp"] == "uring" and "syscall_window_s" in r), None)
+    duration = (run or data)["duration_s"]
+    L += ["echoplex `--backend=io_uring` (multishot accept, a multishot receive into a provided-buffer ring, `sendmsg` "
+          "submissions, one `io_uring_enter` per loop iteration) beside echoplex epoll and the bare epoll loop, with "
+          "testecho in lockstep (`-P 1`) at each size and connection count; 1 MiB × 1,000 connections is not run "
+          "(1 GiB in flight, as in the grid). A round runs the three servers back to back, in an order rotated each "
+          f"round. Each server's timed load ({duration:g} s: the CPU figure) is followed, on the same server, by a "
+          + (f"counted load of {window:g} s whose system calls are counted on the server process alone with "
+             f"{data.get('syscall_counter') or 'perf or strace'}. " if window else "counted load (none counted here). ")
+          + "The count is taken apart from the timing because counting makes every system call dearer, and epoll "
+          "makes about ten times as many as io_uring. Both windows include the load's connection setup and teardown; "
+          "the calls made once per connection (accept, setsockopt, getpeername, shutdown, close) are also given apart.",
+          ""]
+    L += plot_link(made, "uring.svg")
+    L += ["Server CPU µs per message, median (min–max) over the rounds; ratios per round, then median (min–max); "
+          "system calls per echoed message, median (min–max).", "",
+          "| size | conns | io_uring µs/msg | epoll µs/msg | bare µs/msg | io_uring ÷ epoll | io_uring ÷ bare | "
+          "io_uring calls/msg | without per-connection calls | epoll calls/msg | bare calls/msg |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size, conns in points:
+        r = {k: uring_rounds(res, k, size, conns) for k in ("io_uring", "epoll", "bare")}
+        cells = [spread(res.values(r[k], "cpu_us_per_msg")) for k in ("io_uring", "epoll", "bare")]
+        cells += [spread(res.ratios(r["io_uring"], r["epoll"]), ratio_fmt), spread(res.ratios(r["io_uring"], r["bare"]), ratio_fmt)]
+        cells += [spread(res.values(r["io_uring"], "syscalls_per_msg")),
+                  spread(res.values(r["io_uring"], "echo_syscalls_per_msg"))]
+        cells += [spread(res.values(r[k], "syscalls_per_msg")) for k in ("epoll", "bare")]
+        L.append(f"| {human_size(size)} | {conns:,} | " + " | ".join(cells) + " |")
+    L += ["", "Throughput and latency of the timed loads (medians):", "",
+          "| size | conns | io_uring messages/s | epoll | bare | io_uring p99 ms | epoll | bare | io_uring server CPU busy |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size, conns in points:
+        r = {k: uring_rounds(res, k, size, conns) for k in ("io_uring", "epoll", "bare")}
+
+        def med(rounds: dict, field: str) -> str:
+            v = res.values(rounds, field)
+            return num(statistics.median(v)) if v else "—"
+
+        busy = res.values(r["io_uring"], "cpu_s")
+        L.append(f"| {human_size(size)} | {conns:,} | " + " | ".join(
+            [med(r[k], "rps") for k in ("io_uring", "epoll", "bare")]
+            + [med(r[k], "latency_ms.p99") for k in ("io_uring", "epoll", "bare")]
+            + [f"{100 * statistics.median(busy) / duration:.0f}%" if busy else "—"]) + " |")
+    L += ["", "*CPU busy: the server's CPU seconds over the load's length; near 100% the server, not the client, "
+          "sets the pace, and the CPU per message is then simply one over the throughput.*", "", "### Targets", ""]
+    for t in uring_targets(res):
+        L += [f"- {'✅ met' if t['met'] else '❌ not met'}: {t['name']}. {t['summary'][0].upper()}{t['summary'][1:]}. "
+              f"Per cell: {t['cells']}."]
+    L += [""]
+    for prof in data.get("uring_profile") or []:
+        L += [f"### Profile: {human_size(prof['size'])}, {prof['connections']} connections", ""]
+        L += [f"- {f}" for f in prof.get("findings", [])] + [""]
+        for block in prof.get("blocks", []):
+            L += [f"#### {block['title']}", ""]
+            if block.get("text"):
+                L += [block["text"], ""]
+            if block.get("code"):
+                L += ["```", block["code"].rstrip(), "```", ""]
+    L += uring_explanation(res)
+    return L
+
+
+def uring_explanation(res: Results) -> list[str]:
+    """Why io_uring wins and loses where it does, from the profiles and the experiment's medians.
+    Each sentence needs its figures; one whose figures are missing is left out."""
+    profiles = res.data.get("uring_profile") or []
+    small = next((p for p in profiles if p["size"] < 16 * KIB), None)
+    big = next((p for p in profiles if p["size"] >= MIB), None)
+    out = []
+
+    def perf(p, key):
+        return ((p or {}).get("perf") or {}).get(key)
+
+    def calls(p, key):
+        return (((p or {}).get("syscalls") or {}).get("calls") or {}).get(key)
+
+    def extra(p, key):
+        return (((p or {}).get("syscalls") or {}).get("extra") or {}).get(key)
+
+    def pct(t, fn):
+        return 100 * t["paths_us"].get(fn, 0) / max(t["cpu_us_per_msg"], 1e-9)
+
+    def ratios(den, sizes, conns):
+        """Median io_uring ÷ den of each cell with a size in sizes and a connection count in conns."""
+        meds = []
+        for size, c in uring_points(res):
+            if size in sizes and c in conns:
+                rs = res.ratios(uring_rounds(res, "io_uring", size, c), uring_rounds(res, den, size, c))
+                if rs:
+                    meds.append(statistics.median(rs))
+        return meds
+
+    def verdict(meds, name):
+        """How io_uring fares against name over cells, in words, with the range of the ratios."""
+        if not meds:
+            return None
+        span = f"{min(meds):.2f}–{max(meds):.2f}×" if len(meds) > 1 else ratio_fmt(meds[0])
+        cheaper = sum(m < 1 for m in meds)
+        if cheaper == len(meds):
+            return f"cheaper than {name} in every cell ({span} its CPU per message)"
+        if cheaper == 0:
+            return f"dearer than {name} in every cell ({span} its CPU per message)"
+        return f"cheaper than {name} in {cheaper} of {len(meds)} cells ({span} its CPU per message)"
+
+    u, e = perf(small, "io_uring"), perf(small, "epoll")
+    if small and u and e:
+        out.append(f"On loopback the kernel's TCP path is nearly all of the cost. At {human_size(small['size'])} × "
+                   f"{small['connections']} connections {u['kernel_share']:.0f}% of io_uring's CPU samples are in the "
+                   f"kernel ({e['kernel_share']:.0f}% of epoll's), and sending the replies alone takes "
+                   f"{pct(u, 'tcp_sendmsg'):.0f}% of io_uring's CPU ({pct(e, 'tcp_sendmsg'):.0f}% of epoll's), because "
+                   f"the loopback delivers each reply into the client's socket on the server's own CPU "
+                   f"({pct(u, 'net_rx_action'):.0f}% and {pct(e, 'net_rx_action'):.0f}%). io_uring changes none of that "
+                   "work.")
+    cu, ce = calls(small, "io_uring"), calls(small, "epoll")
+    small_epoll = verdict(ratios("epoll", (64, KIB), (8, 100, 1000)), "epoll")
+    small_bare = verdict(ratios("bare", (64, KIB), (100, 1000)), "the bare loop")
+    cpu_target = next((t for t in uring_targets(res) if t["id"] == "uring_cpu"), None)
+    if cu and ce and e and u and small_epoll and small_bare:
+        per_enter = f", one io_uring_enter per {1 / cu['io_uring_enter']:.1f} messages" if cu.get("io_uring_enter") else ""
+        out.append(f"What it removes are the system calls around that work: {cu['total']:.2f} per message instead of "
+                   f"epoll's {ce['total']:.2f} (the readv and the sendmsg become requests in the ring{per_enter}). "
+                   f"Those calls' entry, exit and epoll's bookkeeping were a small share (epoll_wait is "
+                   f"{pct(e, 'do_epoll_wait'):.0f}% of epoll's CPU), and io_uring adds ring work of its own: its task "
+                   f"work is {pct(u, '__io_run_local_work'):.0f}% of its CPU, of which the receives it runs are "
+                   f"{pct(u, 'tcp_recvmsg'):.0f}%, and waiting in io_uring_enter {pct(u, 'io_cqring_wait'):.0f}%. "
+                   f"So at 64 B and 1 KiB io_uring is {small_epoll}, and at 100 and 1,000 connections {small_bare}.")
+    b = perf(small, "bare")
+    if u and e and b:
+        def outside(t):  # CPU per message outside the TCP send and receive paths
+            return t["cpu_us_per_msg"] - t["paths_us"].get("tcp_sendmsg", 0) - t["paths_us"].get("tcp_recvmsg", 0)
+
+        ou, oe, ob = outside(u), outside(e), outside(b)
+        text = (f"The room any event loop has to win is what lies outside the TCP send and receive paths: in this "
+                f"profile the bare loop spends {ob:.2f} µs per message there ({100 * ob / b['cpu_us_per_msg']:.0f}%: its "
+                f"two system calls' entries and exits, epoll_wait, its few instructions), epoll {oe:.2f} and io_uring "
+                f"{ou:.2f} (its ring and task work, io_uring_enter, its own code)")
+        if cpu_target and not cpu_target["met"]:
+            text += (f"; to be 1.1× below the bare loop io_uring would have to do all of that work in under "
+                     f"{ob - b['cpu_us_per_msg'] * (1 - URING_CPU_LIMIT):.2f} µs, given the same TCP work"
+                     + (", and it spends more there than the bare loop does" if ou > ob else ""))
+        out.append(text + ".")
+    bu, be = perf(big, "io_uring"), perf(big, "epoll")
+    xu, xe = extra(big, "io_uring"), extra(big, "epoll")
+    big_epoll = verdict(ratios("epoll", (MIB,), (8, 100, 1000)), "epoll")
+    mid_epoll = verdict(ratios("epoll", (16 * KIB,), (8, 100, 1000)), "epoll")
+    if big and bu and be and xu and xe and big_epoll:
+        recv_u, recv_e = bu["paths_us"].get("_copy_to_iter", 0), be["paths_us"].get("_copy_to_iter", 0)
+        buffers = big["size"] / (16 * KIB)  # the provided buffers one message fills
+        per_buffer = min(xu.get("sendmsg", 0), xu.get("recv", 0)) >= 0.8 * buffers
+        text = (f"At 1 MiB io_uring is {big_epoll}" + (f"; at 16 KiB {mid_epoll}" if mid_epoll else "") + ". "
+                f"At {human_size(big['size'])} × {big['connections']} it takes {xu.get('recv', 0):.0f} single-shot "
+                f"receives and {xu.get('sendmsg', 0):.0f} sendmsg per message"
+                + (f", about one of each per 16 KiB provided buffer ({buffers:.0f} buffers a message): each buffer "
+                   "is a completion of its own and is echoed by a send of its own" if per_buffer else "")
+                + f", and TCP sends {xu['segments']:.0f} segments per message against epoll's {xe['segments']:.0f} "
+                "(both ends), epoll's readv and sendmsg moving up to 64 KiB a call. Every received byte is also copied once more, from the buffer ring into the "
+                f"output queue (user-space copies {bu['paths_us'].get('__memmove|__memcpy*', 0):.0f} µs per message "
+                f"against {be['paths_us'].get('__memmove|__memcpy*', 0):.0f})")
+        if recv_u > 1.3 * recv_e:
+            text += (f", and the kernel's copy of the received bytes into user space takes io_uring {recv_u:.0f} µs "
+                     f"per message against epoll's {recv_e:.0f} for the same bytes: the ring's 16 MiB of buffers, "
+                     "each used again only after the other 1,023, is likely too large to stay in cache"
+                     + ("" if big.get("hardware_counters") else
+                        " (perf has no hardware cache counters on this machine to confirm it)"))
+        out.append(text + ".")
+    if any(c >= 100 for _, c in uring_points(res)):
+        enter_big = calls(big, "io_uring")
+        out.append("io_uring's system calls per message are also less steady than epoll's: epoll's follow from the "
+                   "echo (a read and a write per message, plus the waits), io_uring's count loop iterations, so they "
+                   "fall when completions pile up while the server works and rise when it keeps pace with the client "
+                   "(the min–max above)"
+                   + (f"; a 1 MiB message takes about {enter_big['io_uring_enter']:.0f} iterations, hence "
+                      f"{enter_big['total']:.1f} calls per message at {human_size(big['size'])} × {big['connections']}"
+                      if enter_big and enter_big.get("io_uring_enter") else "") + ".")
+    return ["### Why", ""] + [line for text in out for line in (text, "")] if out else []

@@ -2,12 +2,23 @@
 # The benchmark in one command. Installs the Debian packages it is missing, builds echoplex, testecho
 # and the bench servers in a release build (build-bench/), then runs bench/bench.py, which writes
 # docs/bench/report.md, its SVG plots and results.json, and the Benchmarks section of README.md.
-# Usage: bench/run.sh [--quick] [--runs N] [--duration S] [--only grid,idle,peers,memory] ... (--help)
+# Usage: bench/run.sh [--quick] [--runs N] [--duration S] [--only grid,idle,peers,memory,uring] ... (--help)
+# A run of some experiments (--only) keeps the others' results in results.json and the report.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-bench"
+python=/usr/bin/python3  # Debian's interpreter: it has python3-uvloop and python3-matplotlib
+[ -x "$python" ] || python=python3
 
-# The peers, the plots, pinning and profiling. python3-uvloop ships echoserver.py and echoclient.py.
+# --help needs no packages and no build.
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) exec "$python" "$root/bench/bench.py" --help ;;
+  esac
+done
+
+# The peers, the plots, pinning and profiling (perf is used when it works: Debian's linux-perf).
+# python3-uvloop ships echoserver.py and echoclient.py.
 bash "$root/scripts/deps.sh" python3-uvloop python3-matplotlib libboost-dev socat util-linux valgrind strace
 
 options=(-Dbuildtype=release -Db_ndebug=true -Dbench=true)
@@ -24,7 +35,4 @@ ninja -C "$build" "${targets[@]}" >/dev/null
 
 # Up to 10,000 idle connections plus the load: use the whole hard descriptor limit.
 ulimit -n "$(ulimit -Hn)"
-# Debian's interpreter: it has python3-uvloop and python3-matplotlib whatever else is on PATH.
-python=/usr/bin/python3
-[ -x "$python" ] || python=python3
 BENCH_COMMAND="bench/run.sh${*:+ $*}" exec "$python" "$root/bench/bench.py" --build "$build" "$@"
