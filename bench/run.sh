@@ -27,6 +27,9 @@ if [ -f "$build/build.ninja" ]; then
 else
   meson setup "$build" "$root" --wrap-mode=nodownload "${options[@]}" >/dev/null
 fi
+# A reconfigured build.ninja is written only when ninja next runs: regenerate it before asking
+# it which optional targets exist.
+ninja -C "$build" build.ninja >/dev/null
 targets=(src/echoplex src/testecho bench/thread_echo)
 for t in bench/bare_epoll_echo bench/asio_echo; do
   grep -q "^build $t:" "$build/build.ninja" && targets+=("$t")
