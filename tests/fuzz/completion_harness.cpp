@@ -76,7 +76,7 @@ public:
                    ReplyMode reply, Sentinel& sentinel)
         : inner_(std::move(inner)), loop_(loop), ring_(ring), client_(client), reply_(reply), sentinel_(sentinel) {}
 
-    Interest interest() const noexcept { return want_; }
+    Interest interest() const noexcept override { return want_; }
     std::uint64_t handed() const noexcept { return handed_; }  // bytes read() handed over
     // Bytes received and neither handed over nor discarded: what the stream holds for its owner.
     std::uint64_t held() const noexcept { return ring_.bytes_delivered() - handed_ - dropped_; }
