@@ -155,9 +155,13 @@ void Listener::set_accept_call(AcceptCall call) {
     scripted_ = true;
     if (tag_) {
         stop_accepting();
-        if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
-            back_off(watching.error());
-        }
+        watch_for_readiness();
+    }
+}
+
+void Listener::watch_for_readiness() {
+    if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
+        back_off(watching.error());
     }
 }
 
@@ -179,9 +183,7 @@ void Listener::accept_by_completion() {
         return;
     }
     if (scripted_) {
-        if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
-            back_off(watching.error());
-        }
+        watch_for_readiness();
         return;
     }
     loop_.unwatch(socket_.get());
@@ -219,9 +221,7 @@ void Listener::on_completion(OpCode /*op*/, const CompletionInfo& info) {
     }
     // EMFILE and the like: the accept4 path knows what to do (spare descriptor, back-off) and
     // comes back here once the queue is empty.
-    if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
-        back_off(watching.error());
-    }
+    watch_for_readiness();
 }
 
 void Listener::take(UniqueFd client, std::string peer) {
@@ -317,9 +317,7 @@ void Listener::resume() {
     }
     // On a completion loop too, readiness first: the accept4 path tells whether the condition is
     // over before the multishot accept is armed again (with no free descriptor it fails at once).
-    if (auto watching = loop_.watch(socket_.get(), *this, Interest::read); !watching) {
-        back_off(watching.error());
-    }
+    watch_for_readiness();
 }
 
 }  // namespace echoplex

@@ -80,6 +80,7 @@ private:
     // Completion loops: arms the multishot accept (readiness is unwatched first).
     void accept_by_completion();
     void stop_accepting() noexcept;  // cancels the multishot accept and retires its tag
+    void watch_for_readiness();      // the accept4 path; a loop that refuses it backs off
     void on_completion(OpCode op, const CompletionInfo& info) override;
     void take(UniqueFd client, std::string peer);
     // Stops watching and arms the timer that calls resume(); `why` is logged.
