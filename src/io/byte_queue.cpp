@@ -34,13 +34,73 @@ void ByteQueue::append(std::string_view bytes) {
     }
 }
 
+void ByteQueue::append_lent(std::span<const char> bytes) {
+    assert(pool_->lender() != nullptr && !bytes.empty());
+    Chunk chunk;
+    // The lender's buffer is only read through this chunk (has_room() is false for it).
+    chunk.memory = const_cast<char*>(bytes.data());
+    chunk.end = static_cast<std::uint32_t>(bytes.size());
+    chunk.lent = 1;
+    chunks_.push_back(chunk);
+    size_ += bytes.size();
+}
+
+void ByteQueue::add_block() {
+    Chunk chunk;
+    chunk.memory = pool_->take().release();
+    chunks_.push_back(chunk);
+}
+
+void ByteQueue::release(Chunk& chunk) noexcept {
+    if (chunk.lent != 0) {
+        pool_->lender()->give_back(static_cast<const char*>(chunk.memory));
+    } else {
+        pool_->give(std::unique_ptr<BlockPool::Block>(static_cast<BlockPool::Block*>(chunk.memory)));
+    }
+    chunk.memory = nullptr;
+}
+
+void ByteQueue::take_chunk(Chunk& chunk) {
+    const std::uint32_t len = chunk.end - chunk.begin;
+    if (chunk.lent != 0 && !no_chunks() && chunks_.back().has_room() &&
+        (BlockPool::block_size - chunks_.back().end >= len || chunks_.back().end < BlockPool::block_size / 2)) {
+        // A lent buffer behind a block that it would leave less than half full is copied there
+        // (and on into new blocks) and given back. Moved, queues that mix short appends with lent
+        // buffers (a stamp before each echoed line) would hold a block per few bytes; copied,
+        // every block but the first and the last stays at least half full, as with appends.
+        append({chunk.data() + chunk.begin, len});
+        release(chunk);
+        return;
+    }
+    chunks_.push_back(chunk);  // the block (or lent buffer) changes hands
+    size_ += len;
+    chunk.memory = nullptr;
+}
+
+void ByteQueue::own_front() {
+    const Chunk lent = chunks_[head_];
+    std::vector<Chunk> copy;
+    for (std::uint32_t at = lent.begin; at < lent.end;) {
+        Chunk chunk;
+        chunk.memory = pool_->take().release();
+        const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(BlockPool::block_size, lent.end - at));
+        std::memcpy(chunk.data(), lent.data() + at, n);
+        chunk.end = n;
+        copy.push_back(chunk);
+        at += n;
+    }
+    release(chunks_[head_]);
+    const auto front = chunks_.begin() + static_cast<std::ptrdiff_t>(head_);
+    chunks_.insert(chunks_.erase(front), copy.begin(), copy.end());
+}
+
 std::span<char> ByteQueue::prepare() {
-    if (no_chunks() || chunks_.back().end == BlockPool::block_size) {
-        chunks_.push_back(Chunk{pool_->take(), 0, 0});
+    if (no_chunks() || !chunks_.back().has_room()) {
+        add_block();
     }
     prepared_ = chunks_.size() - 1;
     Chunk& tail = chunks_.back();
-    return {tail.block->data() + tail.end, BlockPool::block_size - tail.end};
+    return {tail.data() + tail.end, BlockPool::block_size - tail.end};
 }
 
 std::size_t ByteQueue::prepare(iovec* iov, std::size_t max_iov, std::size_t max_bytes) {
@@ -52,9 +112,9 @@ std::size_t ByteQueue::prepare(iovec* iov, std::size_t max_iov, std::size_t max_
     std::size_t offered = std::min(first.size(), max_bytes);
     iov[count++] = iovec{first.data(), offered};
     while (count < max_iov && offered < max_bytes) {
-        chunks_.push_back(Chunk{pool_->take(), 0, 0});
+        add_block();
         const std::size_t len = std::min(BlockPool::block_size, max_bytes - offered);
-        iov[count++] = iovec{chunks_.back().block->data(), len};
+        iov[count++] = iovec{chunks_.back().data(), len};
         offered += len;
     }
     return count;
@@ -73,20 +133,53 @@ void ByteQueue::commit(std::size_t n) noexcept {
 
 void ByteQueue::release_unused_tail() noexcept {
     while (!no_chunks() && chunks_.back().begin == chunks_.back().end) {
-        pool_->give(std::move(chunks_.back().block));
+        release(chunks_.back());
         chunks_.pop_back();
     }
 }
 
 void ByteQueue::splice_from(ByteQueue& other) {
     other.release_unused_tail();
-    for (auto& chunk : other.live()) {
-        chunks_.push_back(std::move(chunk));
+    assert(other.pool_->lender() == pool_->lender() || other.pool_ == pool_);
+    for (Chunk& chunk : other.live()) {
+        take_chunk(chunk);
     }
-    size_ += other.size_;
     other.chunks_.clear();
     other.head_ = 0;
     other.size_ = 0;
+}
+
+std::size_t ByteQueue::splice_from(ByteQueue& other, std::size_t max_bytes) {
+    if (other.size_ <= max_bytes) {
+        const std::size_t all = other.size_;
+        splice_from(other);
+        return all;
+    }
+    assert(other.pool_->lender() == pool_->lender() || other.pool_ == pool_);
+    // other holds more than max_bytes, so it never runs empty here.
+    std::size_t moved = 0;
+    while (moved < max_bytes) {
+        Chunk& front = other.chunks_[other.head_];
+        const std::size_t len = front.end - front.begin;
+        if (front.lent != 0 && len <= max_bytes - moved) {
+            take_chunk(front);  // a lent buffer that fits goes whole
+            ++other.head_;
+            other.size_ -= len;
+            moved += len;
+            continue;
+        }
+        if (front.lent != 0) {
+            other.own_front();  // one that does not fit is never split
+        }
+        // Blocks are copied, as appends fill them: moving a part-read block would leave the
+        // copy of the next part a block of its own.
+        const Chunk& owned = other.chunks_[other.head_];
+        const std::size_t n = std::min<std::size_t>(owned.end - owned.begin, max_bytes - moved);
+        append({owned.data() + owned.begin, n});
+        other.consume(n);
+        moved += n;
+    }
+    return moved;
 }
 
 std::size_t ByteQueue::peek(iovec* iov, std::size_t max_iov, std::size_t max_bytes) const noexcept {
@@ -99,7 +192,7 @@ std::size_t ByteQueue::peek(iovec* iov, std::size_t max_iov, std::size_t max_byt
         if (len == 0) {
             continue;
         }
-        iov[count++] = iovec{chunk.block->data() + chunk.begin, len};
+        iov[count++] = iovec{chunk.data() + chunk.begin, len};
         max_bytes -= len;
     }
     return count;
@@ -114,7 +207,7 @@ void ByteQueue::consume(std::size_t n) noexcept {
         front.begin += static_cast<std::uint32_t>(len);
         n -= len;
         if (front.begin == front.end) {
-            pool_->give(std::move(front.block));
+            release(front);
             ++head_;
         }
     }
@@ -131,8 +224,8 @@ void ByteQueue::consume(std::size_t n) noexcept {
 }
 
 void ByteQueue::clear() noexcept {
-    for (auto& chunk : live()) {
-        pool_->give(std::move(chunk.block));
+    for (Chunk& chunk : live()) {
+        release(chunk);
     }
     chunks_.clear();  // keeps the capacity: a drained queue fills again without allocating
     head_ = 0;
@@ -143,7 +236,7 @@ std::string ByteQueue::to_string() const {
     std::string out;
     out.reserve(size_);
     for (const Chunk& chunk : live()) {
-        out.append(chunk.block->data() + chunk.begin, chunk.end - chunk.begin);
+        out.append(chunk.data() + chunk.begin, chunk.end - chunk.begin);
     }
     return out;
 }

@@ -17,7 +17,9 @@ constexpr bool retryable(int result) noexcept { return result == -EAGAIN || resu
 }  // namespace
 
 UringStream::UringStream(EventLoop& loop, UniqueFd socket, BlockPool& pool)
-    : loop_(loop), ring_(*loop.completion_ring()), socket_(std::move(socket)), received_(pool) {}
+    : loop_(loop), ring_(*loop.completion_ring()), socket_(std::move(socket)), received_(pool) {
+    pool.set_lender(ring_.buffer_lender());  // large receive buffers travel in the pool's queues
+}
 
 UringStream::~UringStream() {
     if (!registered_) {
@@ -69,7 +71,8 @@ void UringStream::arm_receive() {
     // time: a multishot receive drains the socket as fast as the client fills it, so a client
     // that stops reading would have the kernel's socket buffers emptied into ours on every resume.
     receive_multishot_ = !sending_;
-    ring_.receive(socket_.get(), receive_multishot_, data(receive));
+    receive_from_ = streaming_ ? ReceiveBuffer::large : ReceiveBuffer::small;
+    ring_.receive(socket_.get(), receive_multishot_, receive_from_, data(receive));
     receive_ = Receive::armed;
 }
 
@@ -119,7 +122,20 @@ void UringStream::on_completion(OpCode op, const CompletionInfo& info) {
 
 void UringStream::on_received(const CompletionInfo& info) {
     if (info.result > 0) {
-        received_.append({info.bytes.data(), info.bytes.size()});  // the loop recycles the buffer next
+        if (info.bytes.size() >= buffer_bytes(receive_from_) / 2 && ring_.keep_received()) {
+            // At least half full: the buffer itself joins the queue, to be given back to the ring
+            // once its bytes are consumed (for an echo, when the send of them has completed).
+            received_.append_lent(info.bytes);
+        } else {
+            received_.append({info.bytes.data(), info.bytes.size()});  // the loop recycles the buffer next
+        }
+        if (info.bytes.size() == buffer_bytes(receive_from_)) {
+            streaming_ = true;  // a full buffer: more is likely waiting
+        } else if (info.bytes.size() < buffer_bytes(ReceiveBuffer::small)) {
+            streaming_ = false;
+        }
+    } else if (info.result == -ENOBUFS && receive_from_ == ReceiveBuffer::large) {
+        streaming_ = false;  // the large buffers are all in use: back to the small ones
     } else if (info.result == 0) {
         input_ended_ = true;
     } else if (!retryable(info.result) && info.result != -ENOBUFS && info.result != -ECANCELED) {
@@ -141,10 +157,12 @@ void UringStream::on_received(const CompletionInfo& info) {
     if (wants_read(want_) && (!received_.empty() || input_over())) {
         events_->on_readable();
     }
-    if (!closing_ && receive_ == Receive::armed && receive_multishot_ && !received_.empty()) {
+    if (!closing_ && receive_ == Receive::armed && receive_multishot_ &&
+        (!received_.empty() || (streaming_ && receive_from_ == ReceiveBuffer::small))) {
         // The owner's read budget ran out before these bytes did: left armed, the multishot
-        // receive would go on filling received_ faster than the owner takes it. Stop it; the
-        // next is armed once the owner has taken everything (set_interest).
+        // receive would go on filling received_ faster than the owner takes it. Or the client
+        // streams, and this receive goes on cutting it into small buffers. Stop it; the next is
+        // armed once the owner has taken everything (set_interest).
         stop_receive();
     }
 }
@@ -183,19 +201,7 @@ IoResult UringStream::input_state() const noexcept {
 }
 
 IoResult UringStream::read(ByteQueue& into, std::size_t budget) {
-    std::size_t moved = 0;
-    if (received_.size() <= budget) {
-        moved = received_.size();
-        into.splice_from(received_);  // whole blocks change hands: no copy
-    } else {
-        while (moved < budget) {
-            iovec piece{};
-            received_.peek(&piece, 1, budget - moved);
-            into.append({static_cast<const char*>(piece.iov_base), piece.iov_len});
-            received_.consume(piece.iov_len);
-            moved += piece.iov_len;
-        }
-    }
+    const std::size_t moved = into.splice_from(received_, budget);  // whole blocks change hands: no copy
     if (!received_.empty()) {
         return {moved, IoStatus::ok, 0};  // the budget ran out first
     }

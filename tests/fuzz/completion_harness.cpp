@@ -350,6 +350,7 @@ struct CompletionHarness {
         stream = nullptr;
         observed = nullptr;
         torn_down = true;
+        check(ring->kept_buffers() == 0, "a destroyed connection gives back every receive buffer its queues kept");
         ring->stream_destroyed();
         check(ring->all_stopped(), "a stream destroyed with operations in flight stops them first (cancel_now)");
         check(::fcntl(fd, F_GETFD) == -1 && errno == EBADF, "a destroyed stream closes its socket");
@@ -456,6 +457,7 @@ struct CompletionHarness {
         check(turn(0) == 0, "a closed connection hears nothing more");
         ring->check_finished();
         check(ring->outstanding() == 0, "nothing is left in flight");
+        check(ring->kept_buffers() == 0, "a closed connection gives back every receive buffer its queues kept");
     }
 };
 

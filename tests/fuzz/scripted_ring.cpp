@@ -70,7 +70,7 @@ void ScriptedRing::accept_multishot(int listen_fd, std::uint64_t data) {
     check(false, "a connection's stream accepts nothing");
 }
 
-void ScriptedRing::receive(int fd, bool multishot, std::uint64_t data) {
+void ScriptedRing::receive(int fd, bool multishot, ReceiveBuffer from, std::uint64_t data) {
     submitted(data);
     check(fd == fd_, "a receive on the stream's own socket");
     check(!receive_armed(), "at most one receive armed");
@@ -79,7 +79,9 @@ void ScriptedRing::receive(int fd, bool multishot, std::uint64_t data) {
     op.serial = ++serial_;
     op.data = data;
     op.multishot = multishot;
-    trace("  submit receive #%llu (%s)\n", static_cast<unsigned long long>(op.serial), multishot ? "multishot" : "single");
+    op.capacity = buffer_bytes(from);
+    trace("  submit receive #%llu (%s, %zu-byte buffers)\n", static_cast<unsigned long long>(op.serial),
+          multishot ? "multishot" : "single", op.capacity);
     ops_.push_back(std::move(op));
 }
 
@@ -213,9 +215,9 @@ void ScriptedRing::collect_receive(std::size_t index) {
     } else {
         const std::uint8_t answer = input_.byte() % 16;
         switch (answer) {
-        case 0: case 1: n = buffer_size; break;                                  // a full buffer
+        case 0: case 1: n = op.capacity; break;                                  // a full buffer
         case 2: case 3: case 13: case 14: n = 1 + input_.byte(); break;          // a short one
-        case 4: n = 1 + input_.u16() % buffer_size; break;                       // any size
+        case 4: n = 1 + input_.u16() % op.capacity; break;                       // any size
         case 5: case 15: n = 1; break;                                           // byte by byte
         case 6: n = 1 + input_.byte(); ends = true; break;                       // the kernel ends the multishot
         case 7: case 8: result = -ENOBUFS; break;                                // the buffer ring ran dry
@@ -403,6 +405,29 @@ void ScriptedRing::finished(const Completion& completion, bool delivered) noexce
     check(delivered != destroyed_, "completions reach a live stream and are dropped once it is gone");
     // The buffer goes back to the ring: a stream that kept a pointer into it reads this.
     std::fill(collected.buffer.begin(), collected.buffer.end(), '\xa5');
+}
+
+bool ScriptedRing::keep_received() noexcept {
+    check(next_finish_ < collected_.size() && collected_[next_finish_].described && !collected_[next_finish_].finished,
+          "a buffer is kept while its completion is being delivered");
+    Collected& collected = collected_[next_finish_];
+    check(collected.kind == Kind::receive && !collected.buffer.empty() && !collected.kept,
+          "only a receive's bytes are kept, once");
+    if (kept_.size() >= keep_limit) {
+        return false;
+    }
+    collected.kept = true;
+    kept_.push_back(std::move(collected.buffer));
+    collected.buffer.clear();
+    return true;
+}
+
+void ScriptedRing::give_back(const char* buffer) noexcept {
+    const auto it = std::find_if(kept_.begin(), kept_.end(),
+                                 [buffer](const std::vector<char>& kept) { return kept.data() == buffer; });
+    check(it != kept_.end(), "a buffer given back is one kept, and is given back once");
+    std::fill(it->begin(), it->end(), '\xa5');  // a queue that still pointed into it would read this
+    kept_.erase(it);
 }
 
 }  // namespace echoplex::fuzz

@@ -47,7 +47,7 @@ struct RingClient {
     bool failed() const noexcept { return recv_reset || recv_error || send_failed || send_error; }
 };
 
-class ScriptedRing final : public Backend, public CompletionRing {
+class ScriptedRing final : public Backend, public CompletionRing, private BufferLender {
 public:
     // scripted: the input chooses; settling (the input is over): sends complete in full, cancels
     // and cancelled operations complete, receives wait; final_eof: receives complete with EOF too.
@@ -78,6 +78,10 @@ public:
     bool all_stopped() const noexcept;
     // Every completion of the last wait was finished exactly once.
     void check_finished() const;
+    // Receive buffers the stream kept (keep_received) and has not given back yet.
+    std::size_t kept_buffers() const noexcept { return kept_.size(); }
+    // At most this many are kept at once; then keep_received refuses, as the real ring's limit does.
+    static constexpr std::size_t keep_limit = 4;
     // Bytes of receive completions delivered to the stream (described), from the start.
     std::uint64_t bytes_delivered() const noexcept { return bytes_delivered_; }
     void set_write_budget(std::size_t budget) noexcept { write_budget_ = budget; }
@@ -94,13 +98,15 @@ public:
 
     // ---- CompletionRing ----
     void accept_multishot(int listen_fd, std::uint64_t data) override;
-    void receive(int fd, bool multishot, std::uint64_t data) override;
+    void receive(int fd, bool multishot, ReceiveBuffer from, std::uint64_t data) override;
     void send_message(int fd, const msghdr* message, int flags, std::uint64_t data) override;
     void cancel(std::uint64_t target, std::uint64_t data) override;
     void cancel_now(int fd) noexcept override;
+    bool keep_received() noexcept override;
+    BufferLender& buffer_lender() noexcept override { return *this; }
 
-    // The most one receive completion carries (the real ring's buffer size).
-    static constexpr std::size_t buffer_size = io_uring_buffer_size;
+    // The most one receive completion carries (the real rings' larger buffer size).
+    static constexpr std::size_t buffer_size = io_uring_large_buffer_size;
 
 private:
     enum class Kind : std::uint8_t { receive, send, cancel };
@@ -109,6 +115,7 @@ private:
         std::uint64_t serial = 0;  // submission order, from 1
         std::uint64_t data = 0;
         bool multishot = false;
+        std::size_t capacity = 0;     // a receive: its buffers' size
         bool cancel_pending = false;  // a cancel names it and has not reached the kernel yet
         bool doomed = false;          // a cancel found it: it completes with -ECANCELED next
         bool must_end = false;        // it raced a cancel: its next completion is its last
@@ -132,7 +139,9 @@ private:
         Op send;                   // a send: as submitted, to compare when it is delivered
         bool described = false;
         bool finished = false;
+        bool kept = false;  // its buffer moved to kept_
     };
+    void give_back(const char* buffer) noexcept override;
 
     void submitted(std::uint64_t data);
     Op* find(std::uint64_t serial) noexcept;
@@ -161,6 +170,8 @@ private:
     mutable std::vector<Collected> collected_;
     std::size_t next_finish_ = 0;  // the completion the loop finishes next
     mutable std::uint64_t bytes_delivered_ = 0;
+    // Kept receive buffers, until given back: a vector's bytes stay where they are when it moves.
+    std::vector<std::vector<char>> kept_;
 };
 
 }  // namespace echoplex::fuzz

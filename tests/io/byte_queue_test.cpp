@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "support/doctest.hpp"
 
@@ -122,6 +123,99 @@ TEST_CASE("a scatter prepare offers whole blocks up to the limit; commit fills t
     CHECK(q.to_string() == "abc" + data);
     CHECK(q.prepare(iov.data(), 1, 100) == 1);  // one iovec at most, bounded by the limit
     CHECK(iov[0].iov_len == 100);
+}
+
+// Counts the buffers given back, each of which must have been lent and is given back once.
+struct CountingLender final : BufferLender {
+    std::vector<const char*> given;
+    void give_back(const char* buffer) noexcept override { given.push_back(buffer); }
+};
+
+TEST_CASE("a lent buffer travels between queues where it is and goes back to its lender once consumed") {
+    BlockPool pool;
+    CountingLender lender;
+    pool.set_lender(lender);
+    const std::string lent_bytes = pattern(40000);  // longer than a block: one chunk all the same
+    ByteQueue in(pool);
+    in.append_lent(lent_bytes);
+    in.append("tail");  // into a new block: nothing is ever written into a lent buffer
+    CHECK(in.size() == lent_bytes.size() + 4);
+    CHECK(in.to_string() == lent_bytes + "tail");
+    ByteQueue out(pool);
+    out.splice_from(in);
+    std::array<iovec, 4> iov{};
+    REQUIRE(out.peek(iov.data(), iov.size(), out.size()) == 2);
+    CHECK(iov[0].iov_base == static_cast<const void*>(lent_bytes.data()));  // not copied
+    CHECK(iov[0].iov_len == lent_bytes.size());
+    out.consume(lent_bytes.size() - 1);
+    CHECK(lender.given.empty());  // one byte of it is still queued
+    out.consume(1);
+    REQUIRE(lender.given.size() == 1);
+    CHECK(lender.given[0] == lent_bytes.data());
+    CHECK(out.to_string() == "tail");
+    CHECK(lent_bytes == pattern(40000));  // untouched
+
+    ByteQueue dropped(pool);
+    dropped.append_lent(lent_bytes);
+    dropped.clear();
+    CHECK(lender.given.size() == 2);
+    {
+        ByteQueue destroyed(pool);
+        destroyed.append_lent(lent_bytes);
+    }
+    CHECK(lender.given.size() == 3);
+}
+
+TEST_CASE("a bounded splice moves whole chunks that fit and copies only the part of the next one, never splitting a lent buffer") {
+    BlockPool pool;
+    CountingLender lender;
+    pool.set_lender(lender);
+    const std::string first = pattern(30000);
+    const std::string second = pattern(30001);
+    ByteQueue from(pool);
+    from.append_lent(first);
+    from.append_lent(second);
+    ByteQueue into(pool);
+    CHECK(into.splice_from(from, 40000) == 40000);
+    std::array<iovec, 4> iov{};
+    REQUIRE(into.peek(iov.data(), iov.size(), into.size()) == 2);
+    CHECK(iov[0].iov_base == static_cast<const void*>(first.data()));  // moved whole
+    CHECK(iov[1].iov_len == 10000);                                    // copied
+    CHECK(into.to_string() == first + second.substr(0, 10000));
+    CHECK(from.to_string() == second.substr(10000));
+    // The second buffer did not fit: its bytes were copied into blocks and it went back, so no
+    // queue keeps a lent buffer for the remnant.
+    REQUIRE(lender.given.size() == 1);
+    CHECK(lender.given[0] == second.data());
+    CHECK(into.splice_from(from, 1 << 20) == 20001);  // the rest, under the bound: all of it
+    CHECK(from.empty());
+    CHECK(into.to_string() == first + second);
+    into.clear();
+    CHECK(lender.given.size() == 2);
+}
+
+TEST_CASE("a lent buffer spliced behind a block with room for it is copied there and given back") {
+    BlockPool pool;
+    CountingLender lender;
+    pool.set_lender(lender);
+    const std::string line = pattern(9000);
+    ByteQueue out(pool);
+    out.append("[12:00:00] ");  // a short prefix, as a protocol writes before each line
+    ByteQueue in(pool);
+    in.append_lent(line);
+    out.splice_from(in);
+    CHECK(out.blocks() == 1);  // not a lent buffer behind a block holding 11 bytes
+    CHECK(out.to_string() == "[12:00:00] " + line);
+    REQUIRE(lender.given.size() == 1);
+    CHECK(lender.given[0] == line.data());
+    // Behind a block without room for it, it is moved.
+    out.append(std::string(BlockPool::block_size - out.size() - 100, 'p'));
+    in.append_lent(line);
+    out.splice_from(in);
+    CHECK(out.blocks() == 2);
+    CHECK(lender.given.size() == 1);
+    out.clear();
+    CHECK(lender.given.size() == 2);
 }
 
 TEST_CASE("a queue that never drains keeps its order while spent slots are reclaimed") {

@@ -56,6 +56,30 @@ int open_descriptors() {
     return count - 3;  // ".", ".." and the directory's own descriptor
 }
 
+// Raises the soft descriptor limit to the hard one; false (and says why) if even that is below
+// `needed`, and the test then checks nothing.
+bool descriptors_for(std::size_t needed) {
+    rlimit limit{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
+    if (limit.rlim_max < needed) {
+        MESSAGE("skipped: RLIMIT_NOFILE's hard limit is below ", needed);
+        return false;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &limit) == 0);
+    return true;
+}
+
+// An echo server on 127.0.0.1 for `max_connections`, on the io_uring loop under test.
+std::unique_ptr<InProcessServer> echo_server(std::size_t max_connections) {
+    TcpServerOptions options;
+    options.endpoints.push_back(Endpoint{"127.0.0.1", 0, "echo", services::find("echo")->factory});
+    options.max_connections = max_connections;
+    auto server = std::make_unique<InProcessServer>(std::move(options));
+    REQUIRE(server->loop->backend().kind() == BackendKind::io_uring);
+    return server;
+}
+
 TEST_CASE("a close while a receive and a send are in flight completes after both, and the send consumed nothing") {
     auto loop = uring_loop();
     auto pair = connected_pair(Transport::tcp_loopback);
@@ -161,21 +185,12 @@ TEST_CASE("an accept completion queued behind its listener's close is dropped an
 }
 
 TEST_CASE("the provided-buffer ring runs dry under 1,000 connections sending at once, and no byte is lost") {
-    rlimit limit{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
     constexpr std::size_t clients_count = 1000;
-    if (limit.rlim_max < 2 * clients_count + 64) {
-        MESSAGE("skipped: RLIMIT_NOFILE's hard limit is below ", 2 * clients_count + 64);
+    if (!descriptors_for(2 * clients_count + 64)) {
         return;
     }
-    limit.rlim_cur = limit.rlim_max;
-    REQUIRE(::setrlimit(RLIMIT_NOFILE, &limit) == 0);
-
-    TcpServerOptions options;
-    options.endpoints.push_back(Endpoint{"127.0.0.1", 0, "echo", services::find("echo")->factory});
-    options.max_connections = clients_count + 10;
-    InProcessServer server(std::move(options));
-    REQUIRE(server.loop->backend().kind() == BackendKind::io_uring);
+    const auto owned = echo_server(clients_count + 10);
+    InProcessServer& server = *owned;
     std::vector<UniqueFd> clients;
     while (clients.size() < clients_count) {
         // In batches the listen backlog holds, accepted before the next batch connects.
@@ -209,6 +224,52 @@ TEST_CASE("the provided-buffer ring runs dry under 1,000 connections sending at 
     }
     MESSAGE("receives that found the ring dry: ", server.loop->backend().buffer_ring_shortages());
     CHECK(server.loop->backend().buffer_ring_shortages() > 0);
+}
+
+TEST_CASE("clients that never read keep at most their share of the receive buffers: another client is still echoed") {
+    // Each of these clients sends far more than the server may queue for it and reads nothing,
+    // so every connection pauses holding a high watermark of replies: more bytes than the large
+    // and small receive buffers hold together, many of them in kept receive buffers. Another
+    // client must still find buffers for its receives and be echoed byte for byte.
+    constexpr std::size_t stuck_count = 100;
+    if (!descriptors_for(2 * stuck_count + 64)) {
+        return;
+    }
+    const auto served_stuck = echo_server(stuck_count + 10);
+    InProcessServer& server = *served_stuck;
+    const std::string payload = std::string(1 << 20, 'x');
+    std::vector<UniqueFd> stuck;
+    std::vector<std::size_t> sent(stuck_count, 0);
+    for (std::size_t i = 0; i < stuck_count; ++i) {
+        stuck.push_back(server.connect());
+        // A small receive buffer: the replies fill it, and then the server's queue, soon.
+        const int small = 16 * 1024;
+        REQUIRE(::setsockopt(stuck.back().get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    }
+    REQUIRE(run_until(*server.loop, [&] {
+        for (std::size_t i = 0; i < stuck_count; ++i) {
+            send_some(stuck[i].get(), payload, sent[i]);
+            sent[i] %= payload.size();  // and again, for as long as the server reads
+        }
+        return server.server->stats().paused >= stuck_count;
+    }, 4000, 1ms));
+    const std::size_t held = static_cast<std::size_t>(server.server->stats().paused) * ConnectionLimits{}.high_watermark;
+    REQUIRE(held > static_cast<std::size_t>(io_uring_buffer_ring_bytes));
+
+    const UniqueFd client = server.connect();
+    std::string message(256 * 1024, '\0');
+    for (std::size_t i = 0; i < message.size(); ++i) {
+        message[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+    }
+    std::size_t message_sent = 0;
+    std::string echoed;
+    const bool served = run_until(*server.loop, [&] {
+        send_some(client.get(), message, message_sent);
+        echoed += read_available(client.get());
+        return echoed.size() >= message.size();
+    }, 4000, 1ms);
+    CHECK(served);
+    CHECK(echoed == message);
 }
 
 }  // namespace

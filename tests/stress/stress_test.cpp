@@ -159,8 +159,8 @@ TEST_CASE("slow readers at scale: clients that never read are paused, the others
     // well-behaved clients (a few blocks each), the block pool's free list and the connection
     // table. Under valgrind its shadow memory comes on top (three times the bound); under
     // AddressSanitizer its shadow, redzones and quarantine of freed memory (twice the bound).
-    // io_uring adds a fixed cost that is not per connection: its provided-buffer ring, which
-    // lends more buffers as receives outrun them, up to io_uring_buffer_ring_bytes (16 MiB).
+    // io_uring adds a fixed cost that is not per connection: its provided-buffer rings, which
+    // lend more buffers as receives outrun them, up to io_uring_buffer_ring_bytes (20 MiB).
     const long per_slow_kib = 256 + 64 + 64;
     const long rss_factor = server_wrapped() ? 3 : address_sanitizer ? 2 : 1;
     const long ring_kib = backend_under_test() == BackendKind::io_uring ? io_uring_buffer_ring_bytes / 1024 : 0;

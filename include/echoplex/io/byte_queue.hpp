@@ -23,6 +23,17 @@
 
 namespace echoplex {
 
+// Takes back buffers that a ByteQueue held without owning them (ByteQueue::append_lent): the
+// io_uring backend's large receive buffers, which travel from a receive to the send of the echo
+// without a copy and go back to the kernel's ring only once that send has completed.
+class BufferLender {
+public:
+    virtual void give_back(const char* buffer) noexcept = 0;
+
+protected:
+    ~BufferLender() = default;
+};
+
 // Recycles blocks so the steady state allocates nothing. Single-threaded, like the loop.
 class BlockPool {
 public:
@@ -36,8 +47,13 @@ public:
     void give(std::unique_ptr<Block> block) noexcept;
     std::size_t free_blocks() const noexcept { return free_.size(); }
 
+    // Where the lent buffers in this pool's queues go back to (one lender per pool: the loop's).
+    void set_lender(BufferLender& lender) noexcept { lender_ = &lender; }
+    BufferLender* lender() const noexcept { return lender_; }
+
 private:
     std::size_t max_free_;
+    BufferLender* lender_ = nullptr;
     std::vector<std::unique_ptr<Block>> free_;
 };
 
@@ -60,6 +76,9 @@ public:
     std::size_t blocks() const noexcept { return chunks_.size() - head_; }
 
     void append(std::string_view bytes);
+    // Appends `bytes` where they are, in a buffer lent by the pool's lender: it goes back to the
+    // lender once these bytes are consumed or dropped, and nothing is ever appended into it.
+    void append_lent(std::span<const char> bytes);
 
     // Free space at the tail to read into (takes a block if there is none); commit(n) makes
     // the first n bytes of it part of the queue. Use release_unused_tail() after a read that
@@ -72,8 +91,15 @@ public:
     // Gives back every block at the tail that holds no data.
     void release_unused_tail() noexcept;
 
-    // Moves every byte of `other` to the end of this queue, block by block, without copying.
+    // Moves every byte of `other` to the end of this queue, block by block, without copying (but
+    // a lent buffer that would leave this queue's last block less than half full is copied).
     void splice_from(ByteQueue& other);
+    // Moves at most `max_bytes` from the front of `other` to the end of this queue (all of it, as
+    // splice_from(other), if it holds no more): lent buffers that fit go whole, the rest is copied.
+    // A lent buffer is never split: one that does not fit is first copied into blocks of other's,
+    // and given back, so that no queue holds a lent buffer for a remnant of its bytes. Returns
+    // the bytes moved.
+    std::size_t splice_from(ByteQueue& other, std::size_t max_bytes);
 
     // Fills up to `max_iov` iovecs covering at most `max_bytes` from the front; returns the count.
     std::size_t peek(iovec* iov, std::size_t max_iov, std::size_t max_bytes) const noexcept;
@@ -85,11 +111,25 @@ public:
     std::string to_string() const;
 
 private:
+    // A chunk owns a block of the pool, or holds a lent buffer (read only: its end is final).
+    // Kept to 16 bytes: a drained queue keeps its vector's capacity.
     struct Chunk {
-        std::unique_ptr<BlockPool::Block> block;
+        void* memory = nullptr;  // BlockPool::Block* if owned, else the lent buffer's first byte
         std::uint32_t begin = 0;
-        std::uint32_t end = 0;
+        std::uint32_t end : 31 = 0;
+        std::uint32_t lent : 1 = 0;
+
+        char* data() const noexcept {
+            return lent != 0 ? static_cast<char*>(memory) : static_cast<BlockPool::Block*>(memory)->data();
+        }
+        bool has_room() const noexcept { return lent == 0 && end < BlockPool::block_size; }
     };
+    void add_block();
+    void own_front();  // replaces a lent front chunk by a copy in blocks of the pool
+    // Appends a chunk taken from another queue (and counts its bytes): moved, or, if it is lent
+    // and would leave this queue's last block less than half full, copied and given back.
+    void take_chunk(Chunk& chunk);
+    void release(Chunk& chunk) noexcept;
     bool no_chunks() const noexcept { return head_ == chunks_.size(); }
     std::span<Chunk> live() noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }
     std::span<const Chunk> live() const noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }

@@ -14,13 +14,26 @@
 #include <cstdint>
 #include <span>
 
+#include "echoplex/io/byte_queue.hpp"
+
 namespace echoplex {
 
-// The most memory the io_uring backend's provided-buffer ring holds (1,024 buffers of 16 KiB),
-// whatever the number of connections; it is lent to the kernel in steps as receives need it.
+// The io_uring backend's provided buffers, whatever the number of connections: 1,024 of 16 KiB,
+// lent to the kernel in steps as receives need them, for every connection; and 64 of 64 KiB (one
+// read budget each) for the few connections streaming more than 16 KiB at a time, so that a
+// 1 MiB message takes 16 receives and 16 sends, not 64 of each.
 constexpr std::size_t io_uring_buffer_count = 1024;
 constexpr std::size_t io_uring_buffer_size = 16 * 1024;
-constexpr long io_uring_buffer_ring_bytes = static_cast<long>(io_uring_buffer_count * io_uring_buffer_size);
+constexpr std::size_t io_uring_large_buffer_count = 64;
+constexpr std::size_t io_uring_large_buffer_size = 64 * 1024;
+constexpr long io_uring_buffer_ring_bytes = static_cast<long>(io_uring_buffer_count * io_uring_buffer_size +
+                                                              io_uring_large_buffer_count * io_uring_large_buffer_size);
+
+// Which of the provided-buffer rings a receive takes its buffer from.
+enum class ReceiveBuffer : std::uint8_t { small, large };
+constexpr std::size_t buffer_bytes(ReceiveBuffer kind) noexcept {
+    return kind == ReceiveBuffer::large ? io_uring_large_buffer_size : io_uring_buffer_size;
+}
 
 // Which of its operations a completion belongs to, as its handler numbers them (0..63).
 using OpCode = std::uint8_t;
@@ -88,15 +101,22 @@ public:
     // ring's own operations on it still wait, by polling internally) until it ends without
     // `more` (an error; re-arm to go on).
     virtual void accept_multishot(int listen_fd, std::uint64_t data) = 0;
-    // Receives into a buffer of the ring's provided-buffer ring. Multishot: completes once per
+    // Receives into a buffer of the provided-buffer ring `from`. Multishot: completes once per
     // arrival of bytes until EOF (result 0), an error, a cancel or a ring run dry (-ENOBUFS),
-    // then re-arm; otherwise once, with at most one buffer's worth.
-    virtual void receive(int fd, bool multishot, std::uint64_t data) = 0;
+    // then re-arm; otherwise once, with at most one buffer's worth (buffer_bytes(from)).
+    virtual void receive(int fd, bool multishot, ReceiveBuffer from, std::uint64_t data) = 0;
     // sendmsg(2) with `flags`; `message` and what it points to must stay valid until completion.
     virtual void send_message(int fd, const msghdr* message, int flags, std::uint64_t data) = 0;
     // Asks the kernel to cancel the operation submitted with `target`; it then completes with
     // -ECANCELED (or its own result, if it raced). This request completes too, with `data`.
     virtual void cancel(std::uint64_t target, std::uint64_t data) = 0;
+    // Keeps the buffer of the receive completion being delivered (its CompletionInfo::bytes) out
+    // of the ring: the loop does not recycle it after the handler returns; it goes back to the
+    // kernel once given to buffer_lender() (a ByteQueue::append_lent does that when consumed).
+    // False if the ring keeps enough already (copy the bytes then): queues that wait for a slow
+    // client must not hold the buffers every other connection's receives need.
+    [[nodiscard]] virtual bool keep_received() noexcept = 0;
+    virtual BufferLender& buffer_lender() noexcept = 0;
     // Cancels every operation on `fd` and returns once the kernel has stopped them all (their
     // completions still arrive, to be dropped): for a handler that goes away with work in flight.
     virtual void cancel_now(int fd) noexcept = 0;

@@ -16,6 +16,14 @@
 //    stays in the kernel's socket buffers, as over readiness.
 //  - A ring run dry (-ENOBUFS) ends the multishot receive: it is re-armed at once, by which time
 //    the loop has returned every buffer of the batch.
+//  - Buffer size follows the client: small (16 KiB) buffers until a receive fills one, then large
+//    (64 KiB, one read budget) ones until a receive brings less than a small buffer holds or the
+//    few large buffers are all taken; a multishot receive on small buffers that fills one is
+//    cancelled so that the next takes large ones. A buffer at least half full is not copied: it
+//    joins the owner's queues itself (ByteQueue::append_lent) and goes back to the ring when its
+//    bytes are consumed, after the send that echoed them has completed. Clients that do not read
+//    can so hold buffers, but at most the 64 large ones and half of the small ones: then the
+//    large ring runs dry (receives fall back to small buffers) and small ones are copied.
 //  - close() cancels what is in flight and calls on_closed only after the last completion; a
 //    stream destroyed with work in flight cancels it synchronously first. Completions still
 //    queued for it afterwards are dropped by the loop (its tag is stale).
@@ -77,6 +85,10 @@ private:
     ByteQueue received_;  // completed receives not yet taken by read()
     Receive receive_ = Receive::idle;
     bool receive_multishot_ = false;  // the receive in the kernel is multishot
+    ReceiveBuffer receive_from_ = ReceiveBuffer::small;  // the ring the receive in the kernel takes from
+    // The client sends more than a small buffer holds at a time: receive into large buffers
+    // until a receive brings less than a small one (or the large ring runs dry).
+    bool streaming_ = false;
     bool input_ended_ = false;  // the client's EOF arrived
     int input_error_ = 0;       // errno of a receive that failed
     // The one send in flight: its message and vector live here until it completes.

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "poll_events.hpp"
 
@@ -18,7 +19,8 @@ namespace {
 constexpr unsigned submission_entries = 2048;  // a send per connection per iteration at 1,000 connections
 // Completions arrive in bursts (one per connection with bytes): room for several per submission.
 constexpr unsigned completion_entries = 8 * submission_entries;
-constexpr int buffer_group = 0;
+// The provided-buffer groups, as receives name them.
+constexpr unsigned short group_of(ReceiveBuffer kind) noexcept { return kind == ReceiveBuffer::large ? 1 : 0; }
 
 // user_data of the backend's own submissions (bit 63 clear): a poll carries its descriptor
 // (bits 0..31) and sequence number (bits 32..61); a poll removal's own completion is ignored.
@@ -97,43 +99,69 @@ Result<void> UringBackend::set_up(unsigned flags) {
 }
 
 Result<void> UringBackend::set_up_buffers() {
-    // liburing 2.3 has io_uring_register_buf_ring but not io_uring_setup_buf_ring: the ring is
-    // page-aligned memory of our own, registered, then filled with every buffer.
-    const std::size_t ring_bytes = buffer_count * sizeof(io_uring_buf);
-    void* ring_memory = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ring_memory == MAP_FAILED) {
-        return Error::from_errno("mmap", errno);
+    if (auto small = set_up_buffer_ring(small_, ReceiveBuffer::small, 0); !small) {
+        return small;
     }
-    buffer_ring_ = static_cast<io_uring_buf_ring*>(ring_memory);
-    void* buffer_memory =
-        ::mmap(nullptr, std::size_t{buffer_count} * buffer_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buffer_memory == MAP_FAILED) {
-        return Error::from_errno("mmap", errno);
+    lend_buffers(small_, buffers_lent_first);
+    if (auto large = set_up_buffer_ring(large_, ReceiveBuffer::large, small_.count); !large) {
+        return large;
     }
-    buffers_ = static_cast<char*>(buffer_memory);
-    io_uring_buf_reg registration{};
-    registration.ring_addr = reinterpret_cast<std::uintptr_t>(ring_memory);
-    registration.ring_entries = buffer_count;
-    registration.bgid = buffer_group;
-    if (const int rc = ::io_uring_register_buf_ring(&ring_, &registration, 0); rc < 0) {
-        return from_result("io_uring_register(PBUF_RING)", rc, "(provided-buffer rings need Linux 5.19 or later)");
-    }
-    buffers_registered_ = true;
-    io_uring_buf_ring_init(buffer_ring_);
-    lend_buffers(buffers_lent_first);
+    lend_buffers(large_, large_.count);
     return {};
 }
 
-void UringBackend::lend_buffers(unsigned count) noexcept {
-    const unsigned first = buffers_lent_;
-    const unsigned last = std::min(buffer_count, first + count);
-    const int mask = io_uring_buf_ring_mask(buffer_count);
-    for (unsigned id = first; id < last; ++id) {
-        io_uring_buf_ring_add(buffer_ring_, buffers_ + std::size_t{id} * buffer_size, buffer_size,
-                              static_cast<unsigned short>(id), mask, static_cast<int>(id - first));
+Result<void> UringBackend::set_up_buffer_ring(BufferRing& ring, ReceiveBuffer kind, unsigned first_id) {
+    ring.count = static_cast<unsigned>(kind == ReceiveBuffer::large ? io_uring_large_buffer_count : buffer_count);
+    ring.size = static_cast<unsigned>(buffer_bytes(kind));
+    ring.first_id = first_id;
+    // A slow client's queue may keep large buffers until none is left (receives then fall back to
+    // small ones); it may keep only half of the small ones, which every connection needs.
+    ring.keep_limit = kind == ReceiveBuffer::large ? ring.count : ring.count / 2;
+    // liburing 2.3 has io_uring_register_buf_ring but not io_uring_setup_buf_ring: the ring is
+    // page-aligned memory of our own, registered, then filled as buffers are lent.
+    void* entries = ::mmap(nullptr, ring.count * sizeof(io_uring_buf), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (entries == MAP_FAILED) {
+        return Error::from_errno("mmap", errno);
     }
-    io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(last - first));
-    buffers_lent_ = last;
+    ring.entries = static_cast<io_uring_buf_ring*>(entries);
+    void* memory = ::mmap(nullptr, std::size_t{ring.count} * ring.size, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) {
+        return Error::from_errno("mmap", errno);
+    }
+    ring.memory = static_cast<char*>(memory);
+    io_uring_buf_reg registration{};
+    registration.ring_addr = reinterpret_cast<std::uintptr_t>(entries);
+    registration.ring_entries = ring.count;
+    registration.bgid = group_of(kind);
+    if (const int rc = ::io_uring_register_buf_ring(&ring_, &registration, 0); rc < 0) {
+        return from_result("io_uring_register(PBUF_RING)", rc, "(provided-buffer rings need Linux 5.19 or later)");
+    }
+    ring.registered = true;
+    io_uring_buf_ring_init(ring.entries);
+    return {};
+}
+
+void UringBackend::lend_buffers(BufferRing& ring, unsigned count) noexcept {
+    const unsigned first = ring.lent;
+    const unsigned last = std::min(ring.count, first + count);
+    const int mask = io_uring_buf_ring_mask(ring.count);
+    for (unsigned i = first; i < last; ++i) {
+        io_uring_buf_ring_add(ring.entries, ring.memory + std::size_t{i} * ring.size, ring.size,
+                              static_cast<unsigned short>(ring.first_id + i), mask, static_cast<int>(i - first));
+    }
+    io_uring_buf_ring_advance(ring.entries, static_cast<int>(last - first));
+    ring.lent = last;
+}
+
+void UringBackend::release(BufferRing& ring) noexcept {
+    if (ring.memory != nullptr) {
+        ::munmap(ring.memory, std::size_t{ring.count} * ring.size);
+    }
+    if (ring.entries != nullptr) {
+        ::munmap(ring.entries, ring.count * sizeof(io_uring_buf));
+    }
 }
 
 UringBackend::~UringBackend() {
@@ -147,12 +175,8 @@ UringBackend::~UringBackend() {
         (void)::io_uring_register_sync_cancel(&ring_, &everything);
         ::io_uring_queue_exit(&ring_);
     }
-    if (buffers_ != nullptr) {
-        ::munmap(buffers_, std::size_t{buffer_count} * buffer_size);
-    }
-    if (buffer_ring_ != nullptr) {
-        ::munmap(buffer_ring_, buffer_count * sizeof(io_uring_buf));
-    }
+    release(small_);
+    release(large_);
 }
 
 int UringBackend::fd_limit() const noexcept { return std::numeric_limits<int>::max(); }
@@ -221,8 +245,8 @@ void UringBackend::collect(const io_uring_cqe& cqe) {
     if (op_data::from_handler(data)) {
         if (cqe.res == -ENOBUFS) {
             ++shortages_;
-            if (buffers_lent_ < buffer_count) {
-                lend_buffers(buffers_lent_first);  // receives outran the buffers lent so far
+            if (small_.lent < small_.count) {
+                lend_buffers(small_, buffers_lent_first);  // receives outran the buffers lent so far
             }
         }
         completions_.push_back({data, cqe.res, cqe.flags});
@@ -295,17 +319,40 @@ Result<std::span<const Readiness>> UringBackend::wait(std::optional<std::chrono:
     return std::span<const Readiness>(ready_);
 }
 
+bool UringBackend::keep_received() noexcept {
+    if (delivering_ == nullptr || (delivering_->flags & IORING_CQE_F_BUFFER) == 0 || delivering_->result <= 0) {
+        return false;
+    }
+    BufferRing& ring = ring_of(delivering_->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (ring.kept >= ring.keep_limit) {
+        return false;
+    }
+    ++ring.kept;
+    keep_received_ = true;
+    return true;
+}
+
+UringBackend::BufferRing& UringBackend::ring_of(const char* buffer) noexcept {
+    const bool large = buffer >= large_.memory && buffer < large_.memory + std::size_t{large_.count} * large_.size;
+    return large ? large_ : small_;
+}
+
 CompletionInfo UringBackend::describe(const Completion& completion) const noexcept {
+    delivering_ = &completion;
     CompletionInfo info{completion.result, (completion.flags & IORING_CQE_F_MORE) != 0, {}};
     if ((completion.flags & IORING_CQE_F_BUFFER) != 0 && completion.result > 0) {
         const unsigned id = completion.flags >> IORING_CQE_BUFFER_SHIFT;
-        info.bytes = {buffers_ + std::size_t{id} * buffer_size, static_cast<std::size_t>(completion.result)};
+        const BufferRing& ring = ring_of(id);
+        info.bytes = {ring.memory + std::size_t{id - ring.first_id} * ring.size,
+                      static_cast<std::size_t>(completion.result)};
     }
     return info;
 }
 
 void UringBackend::finished(const Completion& completion, bool delivered) noexcept {
-    if ((completion.flags & IORING_CQE_F_BUFFER) != 0) {
+    delivering_ = nullptr;
+    const bool kept = std::exchange(keep_received_, false);
+    if ((completion.flags & IORING_CQE_F_BUFFER) != 0 && !kept) {
         recycle(completion.flags >> IORING_CQE_BUFFER_SHIFT);
     }
     if (!delivered && op_data::fd_result(completion.data) && completion.result >= 0) {
@@ -314,9 +361,16 @@ void UringBackend::finished(const Completion& completion, bool delivered) noexce
 }
 
 void UringBackend::recycle(unsigned buffer_id) noexcept {
-    io_uring_buf_ring_add(buffer_ring_, buffers_ + std::size_t{buffer_id} * buffer_size, buffer_size,
-                          static_cast<unsigned short>(buffer_id), io_uring_buf_ring_mask(buffer_count), 0);
-    io_uring_buf_ring_advance(buffer_ring_, 1);
+    BufferRing& ring = ring_of(buffer_id);
+    io_uring_buf_ring_add(ring.entries, ring.memory + std::size_t{buffer_id - ring.first_id} * ring.size, ring.size,
+                          static_cast<unsigned short>(buffer_id), io_uring_buf_ring_mask(ring.count), 0);
+    io_uring_buf_ring_advance(ring.entries, 1);
+}
+
+void UringBackend::give_back(const char* buffer) noexcept {
+    BufferRing& ring = ring_of(buffer);
+    --ring.kept;
+    recycle(ring.first_id + static_cast<unsigned>(static_cast<std::size_t>(buffer - ring.memory) / ring.size));
 }
 
 void UringBackend::accept_multishot(int listen_fd, std::uint64_t data) {
@@ -326,7 +380,7 @@ void UringBackend::accept_multishot(int listen_fd, std::uint64_t data) {
     }
 }
 
-void UringBackend::receive(int fd, bool multishot, std::uint64_t data) {
+void UringBackend::receive(int fd, bool multishot, ReceiveBuffer from, std::uint64_t data) {
     if (io_uring_sqe* sqe = next_sqe(); sqe != nullptr) {
         if (multishot) {
             ::io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
@@ -334,7 +388,7 @@ void UringBackend::receive(int fd, bool multishot, std::uint64_t data) {
             ::io_uring_prep_recv(sqe, fd, nullptr, 0, 0);
         }
         sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = buffer_group;
+        sqe->buf_group = group_of(from);
         ::io_uring_sqe_set_data64(sqe, data);
     }
 }

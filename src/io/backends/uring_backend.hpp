@@ -11,7 +11,7 @@
 
 namespace echoplex::detail {
 
-class UringBackend final : public Backend, public CompletionRing {
+class UringBackend final : public Backend, public CompletionRing, private BufferLender {
 public:
     // Sets up the ring (SINGLE_ISSUER|DEFER_TASKRUN where the kernel has them, COOP_TASKRUN
     // otherwise) and its provided-buffer ring. A kernel that refuses io_uring (disabled by sysctl,
@@ -31,16 +31,18 @@ public:
     std::uint64_t buffer_ring_shortages() const noexcept override { return shortages_; }
 
     void accept_multishot(int listen_fd, std::uint64_t data) override;
-    void receive(int fd, bool multishot, std::uint64_t data) override;
+    void receive(int fd, bool multishot, ReceiveBuffer from, std::uint64_t data) override;
     void send_message(int fd, const msghdr* message, int flags, std::uint64_t data) override;
     void cancel(std::uint64_t target, std::uint64_t data) override;
     void cancel_now(int fd) noexcept override;
+    bool keep_received() noexcept override;
+    BufferLender& buffer_lender() noexcept override { return *this; }
 
-    // The provided-buffer ring: up to this many buffers of this many bytes, one per receive
-    // completion. It starts with buffers_lent_first and lends more whenever a receive finds it dry
+    // The small buffers: up to buffer_count of buffer_size bytes, one per receive completion.
+    // The ring starts with buffers_lent_first and lends more whenever a receive finds it dry
     // (-ENOBUFS), so resident memory follows the peak number of receives per wait: 1 MiB for a
     // few busy connections, at most 16 MiB (the kernel uses a ring's buffers in turn, touching
-    // every one lent).
+    // every one lent). The large ring (4 MiB) is lent whole: only streaming connections use it.
     static constexpr unsigned buffer_count = io_uring_buffer_count;
     static constexpr unsigned buffer_size = io_uring_buffer_size;
     static constexpr unsigned buffers_lent_first = 64;
@@ -53,8 +55,29 @@ private:
     io_uring_sqe* next_sqe() noexcept;
     void arm_poll(int fd) noexcept;
     void collect(const io_uring_cqe& cqe);
+    // One provided-buffer ring: its buffers, in one mapping, carry the ids first_id.. so that a
+    // completion's buffer id alone says which ring it came from.
+    struct BufferRing {
+        io_uring_buf_ring* entries = nullptr;
+        char* memory = nullptr;
+        unsigned count = 0;
+        unsigned size = 0;
+        unsigned first_id = 0;
+        unsigned lent = 0;  // buffers lent so far, from the first
+        unsigned kept = 0;  // buffers a receive's handler keeps (keep_received), not yet given back
+        unsigned keep_limit = 0;
+        bool registered = false;
+    };
+    Result<void> set_up_buffer_ring(BufferRing& ring, ReceiveBuffer kind, unsigned first_id);
+    BufferRing& ring_of(unsigned buffer_id) noexcept { return buffer_id < large_.first_id ? small_ : large_; }
+    BufferRing& ring_of(const char* buffer) noexcept;
+    const BufferRing& ring_of(unsigned buffer_id) const noexcept {
+        return buffer_id < large_.first_id ? small_ : large_;
+    }
     void recycle(unsigned buffer_id) noexcept;
-    void lend_buffers(unsigned count) noexcept;  // the next `count` never-lent buffers
+    void give_back(const char* buffer) noexcept override;
+    static void lend_buffers(BufferRing& ring, unsigned count) noexcept;  // the next `count` never lent
+    static void release(BufferRing& ring) noexcept;
 
     io_uring ring_{};
     bool ring_ready_ = false;
@@ -67,11 +90,12 @@ private:
     std::vector<int> rearm_;  // reported by the last wait: polled again by the next if still wanted
     std::vector<Readiness> ready_;
     std::vector<Completion> completions_;
-    // The provided buffers and the ring that lends them to the kernel (mmap'd, page-aligned).
-    io_uring_buf_ring* buffer_ring_ = nullptr;
-    char* buffers_ = nullptr;
-    bool buffers_registered_ = false;
-    unsigned buffers_lent_ = 0;
+    // The provided buffers and the rings that lend them to the kernel (mmap'd, page-aligned).
+    BufferRing small_;
+    BufferRing large_;
+    // The completion being delivered, and whether its handler keeps its buffer (keep_received).
+    mutable const Completion* delivering_ = nullptr;  // set by describe(), which the loop calls first
+    bool keep_received_ = false;
     std::uint64_t shortages_ = 0;
     bool failed_submit_ = false;  // a submission found no slot even after submitting: wait() says so
 };
