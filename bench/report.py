@@ -1083,21 +1083,23 @@ def uring_explanation(res: Results) -> list[str]:
     mid_epoll = verdict(ratios("epoll", (16 * KIB,), (8, 100, 1000)), "epoll")
     if big and bu and be and xu and xe and big_epoll:
         recv_u, recv_e = bu["paths_us"].get("_copy_to_iter", 0), be["paths_us"].get("_copy_to_iter", 0)
-        buffers = big["size"] / (16 * KIB)  # the provided buffers one message fills
-        per_buffer = min(xu.get("sendmsg", 0), xu.get("recv", 0)) >= 0.8 * buffers
+        ce_big = calls(big, "epoll") or {}
+        copies_u = bu["paths_us"].get("__memmove|__memcpy*", 0)
+        copies_e = be["paths_us"].get("__memmove|__memcpy*", 0)
         text = (f"At 1 MiB io_uring is {big_epoll}" + (f"; at 16 KiB {mid_epoll}" if mid_epoll else "") + ". "
-                f"At {human_size(big['size'])} × {big['connections']} it takes {xu.get('recv', 0):.0f} single-shot "
-                f"receives and {xu.get('sendmsg', 0):.0f} sendmsg per message"
-                + (f", about one of each per 16 KiB provided buffer ({buffers:.0f} buffers a message): each buffer "
-                   "is a completion of its own and is echoed by a send of its own" if per_buffer else "")
-                + f", and TCP sends {xu['segments']:.0f} segments per message against epoll's {xe['segments']:.0f} "
-                "(both ends), epoll's readv and sendmsg moving up to 64 KiB a call. Every received byte is also copied once more, from the buffer ring into the "
-                f"output queue (user-space copies {bu['paths_us'].get('__memmove|__memcpy*', 0):.0f} µs per message "
-                f"against {be['paths_us'].get('__memmove|__memcpy*', 0):.0f})")
+                f"At {human_size(big['size'])} × {big['connections']} it takes {xu.get('recv', 0):.0f} receives and "
+                f"{xu.get('sendmsg', 0):.0f} sendmsg requests per message (a client that fills a 16 KiB buffer "
+                f"receives into 64 KiB ones, {big['size'] / (64 * KIB):.0f} a message), against epoll's "
+                f"{ce_big.get('readv', 0):.0f} readv and {ce_big.get('sendmsg', 0):.0f} sendmsg calls of up to 64 KiB, "
+                f"and TCP sends {xu['segments']:.0f} segments per message against epoll's {xe['segments']:.0f} (both "
+                f"ends). User-space copies take {copies_u:.0f} µs per message against epoll's {copies_e:.0f}: a "
+                "buffer at least half full joins the connection's queues without a copy and goes back to the ring "
+                "when its send has completed; shorter ones are copied")
         if recv_u > 1.3 * recv_e:
-            text += (f", and the kernel's copy of the received bytes into user space takes io_uring {recv_u:.0f} µs "
-                     f"per message against epoll's {recv_e:.0f} for the same bytes: the ring's 16 MiB of buffers, "
-                     "each used again only after the other 1,023, is likely too large to stay in cache"
+            text += (f". The kernel's copy of the received bytes takes io_uring {recv_u:.0f} µs per message against "
+                     f"epoll's {recv_e:.0f} for the same bytes: the ring lends its buffers in turn, so each receive "
+                     "writes memory no receive has touched for a while, where epoll's readv reuses the blocks just "
+                     "freed; likely cache misses"
                      + ("" if big.get("hardware_counters") else
                         " (perf has no hardware cache counters on this machine to confirm it)"))
         out.append(text + ".")
