@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
+#include "echoplex/net/proxy_gate.hpp"
 
 namespace echoplex {
 namespace {
@@ -76,8 +77,12 @@ void TcpServer::adopt(const Endpoint& endpoint, UniqueFd socket, std::string pee
         return;
     }
     const int fd = socket.get();
+    std::unique_ptr<Protocol> protocol = endpoint.protocol();
+    if (options_.proxy_protocol) {
+        protocol = std::make_unique<ProxyGate>(std::move(protocol), options_.proxy_deadline, stats_.proxy_rejected);
+    }
     auto connection = std::make_unique<Connection>(loop_, make_socket_stream(loop_, std::move(socket), pool_),
-                                                   std::move(peer), endpoint.protocol(), options_.limits, pool_,
+                                                   std::move(peer), std::move(protocol), options_.limits, pool_,
                                                    stats_, *this);
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
@@ -185,9 +190,13 @@ void TcpServer::maybe_finish_shutdown() {
 }
 
 std::string TcpServer::stats_line() const {
-    return fmt::format("stats: accepted={} refused={} open={} peak={} bytes_in={} bytes_out={} paused={}",
-                       stats_.accepted, stats_.refused, stats_.open, stats_.peak, stats_.bytes_in,
-                       stats_.bytes_out, stats_.paused);
+    std::string line = fmt::format("stats: accepted={} refused={} open={} peak={} bytes_in={} bytes_out={} paused={}",
+                                   stats_.accepted, stats_.refused, stats_.open, stats_.peak, stats_.bytes_in,
+                                   stats_.bytes_out, stats_.paused);
+    if (options_.proxy_protocol) {
+        line += fmt::format(" proxy_rejected={}", stats_.proxy_rejected);
+    }
+    return line;
 }
 
 }  // namespace echoplex

@@ -8,7 +8,8 @@
 //
 // Input, read front to back (bytes past the end read as 0):
 //   header  flags (bit 0: stamp reply; bits 1-2: backend, 3 = io_uring's completion mode; bit 3
-//           with io_uring: its readiness under a ReactorStream instead, see run), content seed,
+//           with io_uring: its readiness under a ReactorStream instead, see run; 0x9 in bits 4-7:
+//           the PROXY header parser instead, fed the rest as a stream, run_proxy_header), content seed,
 //           then four big-endian u16: high watermark - 1, low watermark (mod high), read
 //           budget - 1, write budget - 1
 //   steps   one byte each: on_readable or on_writable (only when the loop's interest asks for
@@ -27,10 +28,13 @@
 #include <cstring>
 #include <iterator>
 #include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "echoplex/net/connection.hpp"
+#include "echoplex/net/proxy_header.hpp"
 #include "echoplex/net/reactor_stream.hpp"
 #include "echoplex/services/echo.hpp"
 #include "echoplex/services/stamp.hpp"
@@ -414,8 +418,51 @@ struct Harness {
     }
 };
 
+// The PROXY header parser fed a stream one more byte at a time, as a connection would: a prefix
+// found invalid stays invalid, a header is complete exactly when its last byte arrives and stays
+// the same header however much follows, and every verdict keeps to the specification's sizes.
+void run_proxy_header(Input& input) {
+    std::string stream;
+    while (!input.exhausted() && stream.size() < 1024) {
+        stream += static_cast<char>(input.byte());
+    }
+    bool invalid_seen = false;
+    std::optional<ProxyHeader> first;
+    for (std::size_t n = 0; n <= stream.size(); ++n) {
+        const ProxyParse p = parse_proxy_header(std::string_view(stream).substr(0, std::min(n, proxy_prefix_max)), n);
+        if (p.status == ProxyParseStatus::invalid) {
+            check(!first, "a complete header stays complete as more bytes arrive");
+            check(!p.problem.empty(), "an invalid header says what is wrong");
+            invalid_seen = true;
+            continue;
+        }
+        check(!invalid_seen, "a prefix found invalid stays invalid as more bytes arrive");
+        if (p.status == ProxyParseStatus::incomplete) {
+            check(!first, "a complete header stays complete as more bytes arrive");
+            continue;
+        }
+        const ProxyHeader& h = p.header;
+        if (!first) {
+            check(h.length == n, "a header is complete exactly when its last byte arrives");
+            check(h.version == 1 ? h.length <= proxy_v1_max : h.version == 2 && h.length >= proxy_v2_fixed,
+                  "a version 1 header is at most 107 bytes, a version 2 one at least 16");
+            check(h.has_addresses == (!h.source.empty() && !h.destination.empty()),
+                  "a header with addresses names both, one without names neither");
+            first = h;
+        }
+        check(h.length == first->length && h.source == first->source && h.destination == first->destination &&
+                  h.version == first->version,
+              "bytes after the header never change it");
+    }
+}
+
 void run(Input& input) {
     const std::uint8_t flags = input.byte();
+    if ((flags & 0xf0U) == 0x90U) {
+        trace("PROXY header parser\n");
+        run_proxy_header(input);
+        return;
+    }
     const std::uint8_t seed = input.byte();
     FuzzLimits limits;
     limits.reply = (flags & 1U) != 0 ? ReplyMode::stamp : ReplyMode::echo;

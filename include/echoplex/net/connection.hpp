@@ -26,6 +26,7 @@ struct ServerStats {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::uint64_t paused = 0;  // times a connection's reading paused for backpressure
+    std::uint64_t proxy_rejected = 0;  // closed for an invalid, missing or late PROXY header
 };
 
 // Per-connection limits, the same for every protocol.
@@ -87,6 +88,7 @@ public:
 
     int fd() const noexcept { return stream_->fd(); }
     const std::string& peer() const noexcept override { return peer_; }
+    void set_peer(std::string peer) override { peer_ = std::move(peer); }
     ConnectionState state() const noexcept { return state_; }
     bool closed() const noexcept { return state_ == ConnectionState::closing || state_ == ConnectionState::closed; }
     std::size_t queued_bytes() const noexcept override { return output_.size(); }

@@ -53,7 +53,10 @@ public:
     // Closes at the end of this iteration, dropping queued output; `reason` is logged.
     virtual void close(std::string_view reason) = 0;
 
+    // The client's address ("192.0.2.1:56324"), as logged. A protocol that learns the real client
+    // behind a proxy (the PROXY header) replaces it.
     virtual const std::string& peer() const noexcept = 0;
+    virtual void set_peer(std::string peer) = 0;
     virtual EventLoop& loop() noexcept = 0;
 
 protected:

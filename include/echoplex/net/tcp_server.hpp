@@ -2,6 +2,7 @@
 // graceful shutdown. Knows sockets and queues, not what any protocol says.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,10 @@ struct TcpServerOptions {
     double idle_timeout_s = 0;            // 0: never close idle connections
     double drain_timeout_s = 5;           // graceful shutdown's flush deadline
     int backlog = 511;
+    // Every connection must begin with a PROXY protocol header (v1 or v2), complete within the
+    // deadline; the client it names is the connection's peer (see ProxyGate).
+    bool proxy_protocol = false;
+    std::chrono::milliseconds proxy_deadline{5000};
 };
 
 class TcpServer final : public ConnectionOwner {

@@ -61,6 +61,8 @@ TcpServerOptions ServerConfig::server_options() const {
     options.idle_timeout_s = idle_timeout_s;
     options.drain_timeout_s = drain_timeout_s;
     options.backlog = backlog;
+    options.proxy_protocol = proxy_protocol;
+    options.proxy_deadline = std::chrono::milliseconds(static_cast<std::int64_t>(proxy_timeout_s * 1000.0));
     return options;
 }
 
@@ -118,6 +120,11 @@ ServerArgs parse_server_args(int argc, char** argv) {
              [&](std::string_view v) { c.drain_timeout_s = cli::parse_seconds("--drain-timeout", v); });
     p.option(0, "backlog", "N", "listen(2) backlog (default 511)",
              [&](std::string_view v) { c.backlog = static_cast<int>(cli::parse_int("--backlog", v, 1, 1 << 20)); });
+    p.flag(0, "proxy-protocol",
+           "every connection begins with a PROXY protocol header (v1 or\nv2, as HAProxy's send-proxy[-v2] sends it): consumed, never\nechoed; the client it names is the one logged. A bad or\nmissing header closes the connection",
+           [&] { c.proxy_protocol = true; });
+    p.option(0, "proxy-timeout", "SECONDS", "with --proxy-protocol, close a connection whose header is\nnot complete this long after it was accepted (default 5)",
+             [&](std::string_view v) { c.proxy_timeout_s = cli::parse_seconds("--proxy-timeout", v); });
     p.flag('v', "verbose", "log every connection (repeat for more)", [&] { ++verbosity; });
     p.flag('q', "quiet", "log errors only", [&] { --verbosity; });
     p.parse(argc, argv);
@@ -131,6 +138,9 @@ ServerArgs parse_server_args(int argc, char** argv) {
     }
     if (c.high_watermark == 0) {
         throw cli::UsageError("--high-watermark must be at least 1 byte");
+    }
+    if (c.proxy_timeout_s < 0.001) {
+        throw cli::UsageError("--proxy-timeout must be at least 1ms (default 5s)");
     }
     c.log_level = verbosity < 0 ? log::Level::error : verbosity == 0 ? log::Level::info : log::Level::debug;
     if (args.action == ServerArgs::Action::help) {

@@ -32,6 +32,8 @@ struct ServerConfig {
     double idle_timeout_s = 0;                // 0: never close idle connections
     double drain_timeout_s = 5;               // graceful shutdown's flush deadline
     int backlog = 511;
+    bool proxy_protocol = false;              // every connection begins with a PROXY header
+    double proxy_timeout_s = 5;               // ... complete within this long
     log::Level log_level = log::Level::info;
 
     // The service a port serves: its own, else the default.

@@ -112,6 +112,17 @@ TEST_CASE("sizes and durations take units") {
     CHECK(cli::parse_bytes("-s", "512") == 512);
 }
 
+TEST_CASE("--proxy-protocol turns the PROXY header on for every port, with its deadline") {
+    const ServerConfig off = parse({}).config;
+    CHECK_FALSE(off.server_options().proxy_protocol);
+    const ServerConfig on = parse({"--proxy-protocol", "--proxy-timeout=3s", "-p", "0,0/daytime"}).config;
+    const TcpServerOptions options = on.server_options();
+    CHECK(options.proxy_protocol);
+    CHECK(options.proxy_deadline == std::chrono::milliseconds(3000));
+    CHECK(parse({"--proxy-protocol"}).config.server_options().proxy_deadline == std::chrono::milliseconds(5000));
+    CHECK(usage_error({"--proxy-timeout=0"}) == "--proxy-timeout must be at least 1ms (default 5s)");
+}
+
 TEST_CASE("bad input is one line naming the option and the value") {
     CHECK(usage_error({"--bogus"}) == "unknown option '--bogus'");
     CHECK(usage_error({"-x"}) == "unknown option '-x'");
@@ -130,7 +141,8 @@ TEST_CASE("help and version are actions, not errors") {
     CHECK(help.action == ServerArgs::Action::help);
     CHECK(help.text.starts_with("Usage: echoplex"));
     for (const char* flag : {"--backend", "--port", "--host", "--reply", "--max-connections", "--high-watermark",
-                             "--low-watermark", "--idle-timeout", "--drain-timeout", "--version"}) {
+                             "--low-watermark", "--idle-timeout", "--drain-timeout", "--proxy-protocol",
+                             "--proxy-timeout", "--version"}) {
         CHECK_MESSAGE(help.text.find(flag) != std::string::npos, flag);
     }
     for (const char* service : {"echo ", "stamp ", "discard ", "chargen ", "daytime "}) {
