@@ -4,6 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
+# haproxy for the deploy/haproxy.cfg suite (tests/deploy/haproxy_test.cpp; skipped without it).
+bash "$root/scripts/deps.sh" haproxy
 bash "$root/scripts/build.sh" "$@"
 status=0
 meson test -C "$build" --print-errorlogs || status=$?

@@ -37,13 +37,17 @@ RunResult run_server_to_completion(const std::vector<std::string>& args, millise
 
 std::optional<Stats> parse_stats_line(const std::string& line) {
     static const std::regex re(
-        R"(echoplex: stats: accepted=(\d+) refused=(\d+) open=(\d+) peak=(\d+) bytes_in=(\d+) bytes_out=(\d+) paused=(\d+))");
+        R"(echoplex: stats: accepted=(\d+) refused=(\d+) open=(\d+) peak=(\d+) bytes_in=(\d+) bytes_out=(\d+) paused=(\d+)(?: proxy_rejected=(\d+))?)");
     std::smatch m;
     if (!std::regex_match(line, m, re)) {
         return std::nullopt;
     }
     auto num = [&](int i) { return static_cast<std::uint64_t>(std::stoull(m[i].str())); };
-    return Stats{num(1), num(2), num(3), num(4), num(5), num(6), num(7)};
+    Stats stats{num(1), num(2), num(3), num(4), num(5), num(6), num(7), std::nullopt};
+    if (m[8].matched) {
+        stats.proxy_rejected = num(8);
+    }
+    return stats;
 }
 
 std::vector<Stats> stats_lines(const std::string& text) {

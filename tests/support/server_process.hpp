@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -23,7 +24,8 @@ std::string server_binary();
 RunResult run_server_to_completion(const std::vector<std::string>& args,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-// One stats line: "echoplex: stats: accepted=N refused=N open=N peak=N bytes_in=N bytes_out=N paused=N".
+// One stats line: "echoplex: stats: accepted=N refused=N open=N peak=N bytes_in=N bytes_out=N paused=N",
+// with " proxy_rejected=N" after it under --proxy-protocol.
 struct Stats {
     std::uint64_t accepted = 0;
     std::uint64_t refused = 0;
@@ -32,6 +34,7 @@ struct Stats {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::uint64_t paused = 0;
+    std::optional<std::uint64_t> proxy_rejected;
 };
 // Parses one line that must match the stats format exactly; nullopt otherwise.
 std::optional<Stats> parse_stats_line(const std::string& line);
@@ -86,6 +89,10 @@ public:
     bool send_signal(int sig) { return child_.send_signal(sig); }
     std::optional<ExitStatus> wait_exit(std::chrono::milliseconds timeout) { return child_.wait_exit(timeout); }
     bool running() { return child_.running(); }
+    // Waits (bounded) until `pred(stderr)` holds; returns its last value.
+    bool wait_stderr(const std::function<bool(const std::string& err)>& pred, std::chrono::milliseconds timeout) const {
+        return child_.wait_output([&](const std::string&, const std::string& err) { return pred(err); }, timeout);
+    }
     std::string stdout_text() const { return child_.stdout_text(); }
     std::string stderr_text() const { return child_.stderr_text(); }
 
