@@ -221,10 +221,16 @@ TEST_CASE("a server killed mid-run fails only its own clients; HAProxy takes it 
     REQUIRE(d.servers[1]->send_signal(SIGKILL));
     REQUIRE(d.servers[1]->wait_exit(5s).has_value());
     const std::string killed_log = d.servers[1]->stderr_text();
-    std::size_t held = 0;
-    for (std::size_t at = 0; (at = killed_log.find(" forwards ", at)) != std::string::npos; ++at) {
-        ++held;
-    }
+    // What it held when killed, as far as its log tells: connections opened and not closed. A
+    // connection still in its accept queue is not in the log, so this is a floor, not a bound.
+    const auto count = [&](const std::string& needle) {
+        std::size_t n = 0;
+        for (std::size_t at = 0; (at = killed_log.find(needle, at)) != std::string::npos; ++at) {
+            ++n;
+        }
+        return n;
+    };
+    const std::size_t held = count("echoplex: connection from ") - count("echoplex: closed ");
     REQUIRE(d.wait_for_status("DOWN", {1}));
     // A fresh run goes to the two left and has no error.
     const RunResult after = d.testecho({"-d", "500ms"});
@@ -235,15 +241,17 @@ TEST_CASE("a server killed mid-run fails only its own clients; HAProxy takes it 
         REQUIRE(long_run.send_signal(SIGINT));
     }
     REQUIRE(long_run.wait_exit(30s).has_value());
+    REQUIRE(long_run.wait_output_eof(10s));  // its report is read to the end
     const std::string json = long_run.stdout_text();
     INFO(json, long_run.stderr_text());
     std::smatch errors;
     REQUIRE(std::regex_search(json, errors, std::regex(R"re("errors":\{"connect":(\d+),"mismatch":(\d+),"closed":(\d+),"timeout":(\d+)\})re")));
     CHECK(errors[2].str() == "0");
     const auto lost = std::stoul(errors[1].str()) + std::stoul(errors[3].str()) + std::stoul(errors[4].str());
-    MESSAGE("the long run lost ", lost, " of its 12 connections; the killed server held ", held);
+    MESSAGE("the long run lost ", lost, " of its 12 connections; the killed server's log shows ", held, " open");
     CHECK(lost >= 1);
-    CHECK(lost <= held);
+    // leastconn spreads the 12 over three servers (about 4 each): the two left keep theirs.
+    CHECK(lost <= 6);
     // Restarted on its address and port, it is checked and taken back.
     d.servers[1] = d.start_server(1, d.ports[1]);
     CHECK(d.wait_for_status("UP", {0, 1, 2}));
@@ -266,7 +274,9 @@ TEST_CASE("a server stopped with SIGTERM drains its clients and exits 0 while ne
     const std::string log = d.servers[2]->stderr_text();
     INFO(log);
     CHECK(log.find("draining") != std::string::npos);
-    CHECK(log.find(": drained") != std::string::npos);  // its clients were closed by the drain, not dropped
+    // Its clients were let go by the drain (closed as drained, or reset by HAProxy once our FIN
+    // reached it), none cut off at the drain timeout.
+    CHECK(log.find(": drain timeout") == std::string::npos);
     REQUIRE(d.wait_for_status("DOWN", {2}));
     const RunResult after = d.testecho({"-d", "500ms"});
     INFO(after.out, after.err);
@@ -275,6 +285,8 @@ TEST_CASE("a server stopped with SIGTERM drains its clients and exits 0 while ne
         REQUIRE(long_run.send_signal(SIGINT));
     }
     REQUIRE(long_run.wait_exit(30s).has_value());
+    REQUIRE(long_run.wait_output_eof(10s));
+    INFO(long_run.stdout_text(), long_run.stderr_text());
     CHECK(long_run.stdout_text().find(R"("mismatch":0)") != std::string::npos);  // every reply it got was whole
 }
 
