@@ -90,7 +90,8 @@ struct Deployment {
             ports.push_back(servers.back()->port());
         }
         // The frontend listens on a socket the test binds (port 0) and HAProxy inherits (fd@N),
-        // so no port is guessed. Not close-on-exec only until HAProxy has started.
+        // so no port is guessed. Not close-on-exec, so made after the servers started; the test's
+        // own copy closes at the end of this constructor, before any testecho starts.
         const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
         REQUIRE(listener >= 0);
         const UniqueFd front(listener);
