@@ -171,6 +171,27 @@ struct Deployment {
         return false;
     }
 
+    // A 20-second testecho run of 12 clients through HAProxy, started once every server holds
+    // some of them (each has logged a forwarded client).
+    std::unique_ptr<ChildProcess> start_long_run() {
+        auto run = std::make_unique<ChildProcess>(
+            env_or_fail("TESTECHO_BIN"),
+            std::vector<std::string>{"-p", std::to_string(front_port), "-c", "12", "-s", "1000", "-d", "20s", "--json", "-q"});
+        for (auto& server : servers) {
+            REQUIRE(server->wait_stderr([](const std::string& err) { return err.find(" forwards ") != std::string::npos; }, 10s));
+        }
+        return run;
+    }
+    // Ends it early (SIGINT) if it still runs; returns its JSON report, read to the end.
+    std::string finish_long_run(ChildProcess& run) {
+        if (run.running()) {
+            REQUIRE(run.send_signal(SIGINT));
+        }
+        REQUIRE(run.wait_exit(30s).has_value());
+        REQUIRE(run.wait_output_eof(10s));
+        return run.stdout_text();
+    }
+
     RunResult testecho(const std::vector<std::string>& extra) {
         std::vector<std::string> args{"-p", std::to_string(front_port), "-c", "12", "-s", "1000"};
         args.insert(args.end(), extra.begin(), extra.end());
@@ -213,12 +234,7 @@ TEST_CASE("a server killed mid-run fails only its own clients; HAProxy takes it 
         return;
     }
     Deployment d;
-    ChildProcess long_run(env_or_fail("TESTECHO_BIN"),
-                          {"-p", std::to_string(d.front_port), "-c", "12", "-s", "1000", "-d", "20s", "--json", "-q"});
-    // Every server holds some of the clients before one is killed.
-    for (auto& server : d.servers) {
-        REQUIRE(server->wait_stderr([](const std::string& err) { return err.find(" forwards ") != std::string::npos; }, 10s));
-    }
+    const auto long_run = d.start_long_run();  // every server holds some of its clients
     REQUIRE(d.servers[1]->send_signal(SIGKILL));
     REQUIRE(d.servers[1]->wait_exit(5s).has_value());
     const std::string killed_log = d.servers[1]->stderr_text();
@@ -238,13 +254,8 @@ TEST_CASE("a server killed mid-run fails only its own clients; HAProxy takes it 
     INFO(after.out, after.err);
     CHECK(after.status.ok());
     // The long run lost at most the connections the killed server held, and no byte was wrong.
-    if (long_run.running()) {
-        REQUIRE(long_run.send_signal(SIGINT));
-    }
-    REQUIRE(long_run.wait_exit(30s).has_value());
-    REQUIRE(long_run.wait_output_eof(10s));  // its report is read to the end
-    const std::string json = long_run.stdout_text();
-    INFO(json, long_run.stderr_text());
+    const std::string json = d.finish_long_run(*long_run);
+    INFO(json, long_run->stderr_text());
     std::smatch errors;
     REQUIRE(std::regex_search(json, errors, std::regex(R"re("errors":\{"connect":(\d+),"mismatch":(\d+),"closed":(\d+),"timeout":(\d+)\})re")));
     CHECK(errors[2].str() == "0");
@@ -263,11 +274,7 @@ TEST_CASE("a server stopped with SIGTERM drains its clients and exits 0 while ne
         return;
     }
     Deployment d;
-    ChildProcess long_run(env_or_fail("TESTECHO_BIN"),
-                          {"-p", std::to_string(d.front_port), "-c", "12", "-s", "1000", "-d", "20s", "--json", "-q"});
-    for (auto& server : d.servers) {
-        REQUIRE(server->wait_stderr([](const std::string& err) { return err.find(" forwards ") != std::string::npos; }, 10s));
-    }
+    const auto long_run = d.start_long_run();
     REQUIRE(d.servers[2]->send_signal(SIGTERM));
     const auto stopped = d.servers[2]->wait_exit(10s);
     REQUIRE(stopped.has_value());
@@ -282,13 +289,9 @@ TEST_CASE("a server stopped with SIGTERM drains its clients and exits 0 while ne
     const RunResult after = d.testecho({"-d", "500ms"});
     INFO(after.out, after.err);
     CHECK(after.status.ok());
-    if (long_run.running()) {
-        REQUIRE(long_run.send_signal(SIGINT));
-    }
-    REQUIRE(long_run.wait_exit(30s).has_value());
-    REQUIRE(long_run.wait_output_eof(10s));
-    INFO(long_run.stdout_text(), long_run.stderr_text());
-    CHECK(long_run.stdout_text().find(R"("mismatch":0)") != std::string::npos);  // every reply it got was whole
+    const std::string json = d.finish_long_run(*long_run);
+    INFO(json, long_run->stderr_text());
+    CHECK(json.find(R"("mismatch":0)") != std::string::npos);  // every reply it got was whole
 }
 
 }  // namespace
