@@ -1,9 +1,7 @@
 // Listener implementation.
 #include "echoplex/net/listener.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -42,77 +40,24 @@ bool connection_gone(int err) noexcept {
     }
 }
 
-// The endpoint as the user gave it, for error messages: port 0 ("any port") is left out, an IPv6
-// literal goes in brackets only when a port follows it.
-std::string describe_endpoint(const std::string& host, std::uint16_t port) {
-    if (port == 0) {
-        return host;
-    }
-    return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
-}
-
 }  // namespace
-
-std::string format_address(const sockaddr* addr) {
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (addr->sa_family == AF_INET6) {
-        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
-        ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        return fmt::format("[{}]:{}", host, ntohs(in6->sin6_port));
-    }
-    const auto* in4 = reinterpret_cast<const sockaddr_in*>(addr);
-    ::inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
-    return fmt::format("{}:{}", host, ntohs(in4->sin_port));
-}
 
 Result<std::unique_ptr<Listener>> Listener::open(EventLoop& loop, const std::string& host, std::uint16_t port,
                                                  int backlog, AcceptFn on_accept, ExhaustedFn on_exhausted) {
-    const std::string where = describe_endpoint(host, port);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* found = nullptr;
-    const std::string service = std::to_string(port);
-    if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-        if (rc == EAI_SYSTEM) {
-            // The resolver itself could not run (EMFILE opening /etc/hosts, ...): errno says why.
-            Error e = Error::from_errno("getaddrinfo");
-            e.context = where;
-            return e;
-        }
-        return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", where, ::gai_strerror(rc))};
+    BindOptions options;
+    options.backlog = backlog;
+    auto bound = bind_tcp(host, port, options);
+    if (!bound) {
+        return std::move(bound).error();
     }
-    std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
-    const addrinfo* ai = results.get();
+    return open(loop, std::move(bound).value(), std::move(on_accept), std::move(on_exhausted));
+}
 
-    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
-    auto fail = [&](const char* call) {
-        Error e = Error::from_errno(call);
-        e.context = "(listening on " + where + ")";
-        return e;
-    };
-    if (!fd) {
-        return fail("socket");
-    }
-    const int one = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6) {
-        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0) {
-        return fail("bind");
-    }
-    if (::listen(fd.get(), backlog) < 0) {
-        return fail("listen");
-    }
-    sockaddr_storage bound{};
-    socklen_t len = sizeof bound;
-    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) < 0) {
-        return fail("getsockname");
-    }
-    auto listener = std::unique_ptr<Listener>(new Listener(loop, std::move(fd), std::move(on_accept), std::move(on_exhausted)));
-    listener->address_ = format_address(reinterpret_cast<const sockaddr*>(&bound));
+std::unique_ptr<Listener> Listener::open(EventLoop& loop, BoundSocket socket, AcceptFn on_accept,
+                                         ExhaustedFn on_exhausted) {
+    auto listener = std::unique_ptr<Listener>(
+        new Listener(loop, std::move(socket.fd), std::move(on_accept), std::move(on_exhausted)));
+    listener->address_ = std::move(socket.address);
     return listener;
 }
 

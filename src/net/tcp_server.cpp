@@ -31,14 +31,17 @@ Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerO
     auto server = std::unique_ptr<TcpServer>(new TcpServer(loop, std::move(options)));
     TcpServer* self = server.get();
     for (const Endpoint& endpoint : self->options_.endpoints) {
-        auto listener = Listener::open(
-            loop, endpoint.host, endpoint.port, self->options_.backlog,
-            [self, &endpoint](UniqueFd socket, std::string peer) { self->adopt(endpoint, std::move(socket), std::move(peer)); },
-            [self](const Error& error) { self->note_refusal(error); });
-        if (!listener) {
-            return std::move(listener).error();  // `server` closes the ones already bound
+        BindOptions bind_options;
+        bind_options.backlog = self->options_.backlog;
+        bind_options.reuse_port = self->options_.reuse_port;
+        auto bound = bind_tcp(endpoint.host, endpoint.port, bind_options);
+        if (!bound) {
+            return std::move(bound).error();  // `server` closes the ones already bound
         }
-        server->listeners_.push_back(std::move(listener).value());
+        server->listeners_.push_back(Listener::open(
+            loop, std::move(bound).value(),
+            [self, &endpoint](UniqueFd socket, std::string peer) { self->adopt(endpoint, std::move(socket), std::move(peer)); },
+            [self](const Error& error) { self->note_refusal(error); }));
     }
     for (auto& listener : server->listeners_) {
         if (auto started = listener->start(); !started) {

@@ -15,6 +15,7 @@
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/io_handler.hpp"
 #include "echoplex/io/unique_fd.hpp"
+#include "echoplex/net/bind_socket.hpp"
 
 namespace echoplex {
 
@@ -42,10 +43,13 @@ public:
     static constexpr std::chrono::milliseconds first_backoff{10};
     static constexpr std::chrono::milliseconds max_backoff{1000};
 
-    // Binds and listens (SO_REUSEADDR, IPV6_V6ONLY for IPv6). `host` is numeric or a name; a name
-    // that does not resolve fails with errc::resolve_failed.
+    // Binds and listens (bind_tcp: SO_REUSEADDR, IPV6_V6ONLY for IPv6). `host` is numeric or a
+    // name; a name that does not resolve fails with errc::resolve_failed.
     static Result<std::unique_ptr<Listener>> open(EventLoop& loop, const std::string& host, std::uint16_t port,
                                                   int backlog, AcceptFn on_accept, ExhaustedFn on_exhausted);
+    // Serves a socket already bound and listening (bind_tcp with reuse_port, say).
+    static std::unique_ptr<Listener> open(EventLoop& loop, BoundSocket socket, AcceptFn on_accept,
+                                          ExhaustedFn on_exhausted);
     ~Listener();  // close()
 
     [[nodiscard]] Result<void> start();  // watch for incoming connections
@@ -101,8 +105,5 @@ private:
     bool accepting_ = false;            // a multishot accept is in the kernel
     bool scripted_ = false;             // set_accept_call: readiness only
 };
-
-// "host:port" as users type it: IPv6 in brackets.
-std::string format_address(const sockaddr* addr);
 
 }  // namespace echoplex

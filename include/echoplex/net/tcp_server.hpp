@@ -33,6 +33,8 @@ struct TcpServerOptions {
     double idle_timeout_s = 0;            // 0: never close idle connections
     double drain_timeout_s = 5;           // graceful shutdown's flush deadline
     int backlog = 511;
+    // SO_REUSEPORT on every listener, so that other processes (workers) serve the same ports.
+    bool reuse_port = false;
     // Every connection must begin with a PROXY protocol header (v1 or v2), complete within the
     // deadline; the client it names is the connection's peer (see ProxyGate).
     bool proxy_protocol = false;

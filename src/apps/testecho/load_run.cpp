@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
+#include "echoplex/net/worker_link.hpp"
 
 namespace echoplex::testecho {
 namespace {
@@ -77,9 +78,18 @@ public:
 
     Result<RunResult> run() {
         if (settings_.interrupt_fd >= 0) {
-            if (auto watching = loop_.watch(settings_.interrupt_fd, interrupts_, Interest::read); !watching) {
-                return std::move(watching).error();
+            // A --procs child: each byte is an interrupt relayed by the parent; EOF (the parent is
+            // gone) ends the run as two interrupts would.
+            auto link = WorkerLink::watch(
+                loop_, settings_.interrupt_fd, [this](char) { interrupted(); },
+                [this] {
+                    interrupted();
+                    interrupted();
+                });
+            if (!link) {
+                return std::move(link).error();
             }
+            interrupts_ = std::move(link).value();
         } else {
             for (const int signo : {SIGINT, SIGTERM}) {
                 if (auto watching = loop_.on_signal(signo, [this](int) { interrupted(); }); !watching) {
@@ -94,9 +104,7 @@ public:
             pace(idle_, 0, Clock::now());
         }
         auto ran = loop_.run();
-        if (settings_.interrupt_fd >= 0) {
-            loop_.unwatch(settings_.interrupt_fd);
-        }
+        interrupts_.reset();
         if (!ran) {
             return std::move(ran).error();
         }
@@ -117,30 +125,6 @@ public:
 
 private:
     using Clients = std::vector<std::unique_ptr<LoadClient>>;
-
-    // A --procs child's control pipe: each byte is an interrupt relayed by the parent; EOF (the
-    // parent is gone) ends the run as two interrupts would.
-    class InterruptPipe final : public IoHandler {
-    public:
-        explicit InterruptPipe(LoadRun& run) : run_(run) {}
-        void on_readable() override {
-            char bytes[16];
-            const ssize_t n = ::read(run_.settings_.interrupt_fd, bytes, sizeof bytes);
-            if (n > 0) {
-                for (ssize_t i = 0; i < n; ++i) {
-                    run_.interrupted();
-                }
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                run_.loop_.unwatch(run_.settings_.interrupt_fd);
-                run_.interrupted();
-                run_.interrupted();
-            }
-        }
-        void on_writable() override {}
-
-    private:
-        LoadRun& run_;
-    };
 
     // Starts clients[next..] as --connect-rate allows, re-arming itself for the rest.
     void pace(Clients& clients, std::size_t next, Clock::time_point origin) {
@@ -286,7 +270,7 @@ private:
     const LoadSettings& settings_;
     const ProgressFn& progress_;
     RunResult result_;
-    InterruptPipe interrupts_{*this};
+    std::unique_ptr<WorkerLink> interrupts_;
     LoadContext context_;
     std::string pattern_;
     Clients idle_;

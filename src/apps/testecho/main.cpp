@@ -20,7 +20,7 @@
 #include "cli.hpp"
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"
-#include "echoplex/io/unique_fd.hpp"
+#include "echoplex/net/worker_group.hpp"
 #include "load_run.hpp"
 #include "program.hpp"
 #include "report.hpp"
@@ -235,7 +235,7 @@ Result<RunResult> run_share(const LoadSettings& share) {
 }
 
 // The child's end of --procs: runs its share and writes one result line (or "error: ...").
-[[noreturn]] void child_main(const LoadSettings& share, int out_fd) {
+int child_main(const LoadSettings& share, int out_fd) {
     std::string line;
     int status = 1;
     try {
@@ -249,6 +249,7 @@ Result<RunResult> run_share(const LoadSettings& share) {
     } catch (const std::exception& e) {
         line = fmt::format("error: {}\n", e.what());
     }
+    // Blocking: the line (a histogram) may exceed the pipe, and the parent reads until EOF.
     std::string_view rest = line;
     while (!rest.empty()) {
         const ssize_t n = ::write(out_fd, rest.data(), rest.size());
@@ -260,135 +261,57 @@ Result<RunResult> run_share(const LoadSettings& share) {
         }
         rest.remove_prefix(static_cast<std::size_t>(n));
     }
-    std::fflush(stderr);
-    // _exit: the parent's stdio buffers and atexit handlers belong to the parent.
-    ::_exit(status);
+    return status;
 }
 
-// --procs: the parent relays each SIGINT/SIGTERM to every child as one byte on the child's
-// control pipe (children ignore the signals themselves). A byte written before a child's loop
-// watches the pipe waits there, so no interrupt is lost while children start, and a terminal's
-// Ctrl-C, which reaches the whole process group, counts once, as with one process.
-std::array<int, max_procs> relay_fds{};
-volatile std::sig_atomic_t relay_count = 0;
-volatile std::sig_atomic_t relayed = 0;  // interrupts so far: a child forked later gets them too
-
-void send_interrupt(int fd) {
-    const char byte = 1;
-    [[maybe_unused]] const ssize_t n = ::write(fd, &byte, 1);
-}
-
-extern "C" void relay_signal(int) {
-    const int saved = errno;
-    relayed = relayed + 1;
-    for (std::sig_atomic_t i = 0; i < relay_count; ++i) {
-        send_interrupt(relay_fds[static_cast<std::size_t>(i)]);
+// The connections and idle ones of process `index` of `procs`: an even split, the remainder to
+// the first, and ids that continue where the previous process's end.
+LoadSettings share_of(const LoadSettings& settings, std::size_t index) {
+    auto part = [&](std::size_t total, std::size_t i) { return total / settings.procs + (i < total % settings.procs ? 1 : 0); };
+    LoadSettings share = settings;
+    share.connections = part(settings.connections, index);
+    share.idle = part(settings.idle, index);
+    share.first_id = 0;
+    share.first_idle_id = 0;
+    for (std::size_t i = 0; i < index; ++i) {
+        share.first_id += part(settings.connections, i);
+        share.first_idle_id += part(settings.idle, i);
     }
-    errno = saved;
+    share.progress = false;  // one line from N processes would interleave
+    return share;
 }
 
-// Blocks SIGINT and SIGTERM for its lifetime, so a fork and its bookkeeping happen as one step.
-class SignalsBlocked {
-public:
-    SignalsBlocked() {
-        sigset_t set;
-        ::sigemptyset(&set);
-        ::sigaddset(&set, SIGINT);
-        ::sigaddset(&set, SIGTERM);
-        ::sigprocmask(SIG_BLOCK, &set, &saved_);
-    }
-    ~SignalsBlocked() { ::sigprocmask(SIG_SETMASK, &saved_, nullptr); }
-    SignalsBlocked(const SignalsBlocked&) = delete;
-    SignalsBlocked& operator=(const SignalsBlocked&) = delete;
-
-private:
-    sigset_t saved_{};
-};
-
-// Splits the connections over --procs children and merges their results.
+// --procs: a worker group without restarts. The parent relays each SIGINT/SIGTERM to every
+// child as one byte on its control pipe (children ignore the signals themselves, so a terminal's
+// Ctrl-C, which reaches the whole process group, counts once, as with one process), and merges
+// the result lines.
 RunResult run_procs(const LoadSettings& settings) {
-    struct Child {
-        pid_t pid;
-        UniqueFd out;      // the child's result line
-        UniqueFd control;  // relayed interrupts
-    };
-    std::vector<Child> children;
-    children.reserve(settings.procs);
-    std::size_t first_id = 0;
-    std::size_t first_idle = 0;
-    std::fflush(stdout);
-    std::fflush(stderr);
-    struct sigaction relay {};
-    relay.sa_handler = relay_signal;
-    relay.sa_flags = SA_RESTART;
-    ::sigemptyset(&relay.sa_mask);
-    ::sigaction(SIGINT, &relay, nullptr);
-    ::sigaction(SIGTERM, &relay, nullptr);
-    auto make_pipe = [] {
-        int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0) {
-            throw std::runtime_error(Error::from_errno("pipe2").message());
-        }
-        return std::pair{UniqueFd(fds[0]), UniqueFd(fds[1])};
-    };
-    for (std::size_t i = 0; i < settings.procs; ++i) {
-        LoadSettings share = settings;
-        share.connections = settings.connections / settings.procs + (i < settings.connections % settings.procs ? 1 : 0);
-        share.idle = settings.idle / settings.procs + (i < settings.idle % settings.procs ? 1 : 0);
-        share.first_id = first_id;
-        share.first_idle_id = first_idle;
-        share.progress = false;  // one line from N processes would interleave
-        first_id += share.connections;
-        first_idle += share.idle;
-        auto [result_read, result_write] = make_pipe();
-        auto [control_read, control_write] = make_pipe();
-        const SignalsBlocked blocked;
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            throw std::runtime_error(Error::from_errno("fork").message());
-        }
-        if (pid == 0) {
-            std::signal(SIGINT, SIG_IGN);
-            std::signal(SIGTERM, SIG_IGN);
-            relay_count = 0;
-            result_read.reset();
-            control_write.reset();
-            for (auto& c : children) {
-                c.out.reset();
-                c.control.reset();  // else a sibling's pipe would never see EOF
-            }
-            share.interrupt_fd = control_read.get();
-            child_main(share, result_write.get());
-        }
-        relay_fds[i] = control_write.get();
-        for (std::sig_atomic_t k = 0; k < relayed; ++k) {
-            send_interrupt(control_write.get());
-        }
-        children.push_back({pid, std::move(result_read), std::move(control_write)});
-        relay_count = static_cast<std::sig_atomic_t>(i + 1);
+    WorkerGroupOptions options;
+    options.workers = settings.procs;
+    options.signals = {SIGINT, SIGTERM};
+    WorkerGroup group(options, [&settings](const WorkerChannel& channel) {
+        LoadSettings share = share_of(settings, channel.index);
+        share.interrupt_fd = channel.control_fd;
+        return child_main(share, channel.report_fd);
+    });
+    std::vector<std::string> lines(settings.procs);
+    std::vector<int> statuses(settings.procs, 0);
+    WorkerGroup::Handlers handlers;
+    handlers.on_signal = [&](int) { group.broadcast(1); };
+    handlers.on_line = [&](std::size_t i, std::string_view line) { lines[i] = std::string(line); };
+    handlers.on_exit = [&](std::size_t i, pid_t, int status, auto) { statuses[i] = status; };
+    if (auto started = group.start(handlers); !started) {
+        throw std::runtime_error(started.error().message());
+    }
+    if (auto ran = group.run(handlers); !ran) {
+        throw std::runtime_error(ran.error().message());
     }
 
     RunResult merged;
     std::vector<std::string> failures;
-    for (std::size_t i = 0; i < children.size(); ++i) {
-        std::string text;
-        char buf[16384];
-        for (;;) {
-            const ssize_t n = ::read(children[i].out.get(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n <= 0) {
-                break;
-            }
-            text.append(buf, static_cast<std::size_t>(n));
-        }
-        int status = 0;
-        while (::waitpid(children[i].pid, &status, 0) < 0 && errno == EINTR) {
-        }
-        if (!text.empty() && text.back() == '\n') {
-            text.pop_back();
-        }
+    for (std::size_t i = 0; i < settings.procs; ++i) {
+        const std::string& text = lines[i];
+        const int status = statuses[i];
         if (auto r = parse_result(text)) {
             merged.merge(*r);
         } else if (text.starts_with("error: ")) {
