@@ -192,12 +192,12 @@ void TcpServer::maybe_finish_shutdown() {
     done();
 }
 
-std::string TcpServer::stats_line() const {
+std::string format_stats(const ServerStats& stats, bool proxy_protocol) {
     std::string line = fmt::format("stats: accepted={} refused={} open={} peak={} bytes_in={} bytes_out={} paused={}",
-                                   stats_.accepted, stats_.refused, stats_.open, stats_.peak, stats_.bytes_in,
-                                   stats_.bytes_out, stats_.paused);
-    if (options_.proxy_protocol) {
-        line += fmt::format(" proxy_rejected={}", stats_.proxy_rejected);
+                                   stats.accepted, stats.refused, stats.open, stats.peak, stats.bytes_in,
+                                   stats.bytes_out, stats.paused);
+    if (proxy_protocol) {
+        line += fmt::format(" proxy_rejected={}", stats.proxy_rejected);
     }
     return line;
 }

@@ -41,6 +41,10 @@ struct TcpServerOptions {
     std::chrono::milliseconds proxy_deadline{5000};
 };
 
+// "stats: accepted=N refused=N open=N peak=N bytes_in=N bytes_out=N paused=N", with
+// " proxy_rejected=N" when the PROXY protocol is on.
+std::string format_stats(const ServerStats& stats, bool proxy_protocol);
+
 class TcpServer final : public ConnectionOwner {
 public:
     // Binds every endpoint or none: on failure the listeners already opened are closed again and
@@ -62,7 +66,7 @@ public:
     // Drops every connection now, queued output included.
     void close_all(std::string_view reason);
 
-    std::string stats_line() const;  // "stats: accepted=… refused=… open=… …"
+    std::string stats_line() const { return format_stats(stats_, options_.proxy_protocol); }
     const ServerStats& stats() const noexcept { return stats_; }
 
     void connection_closed(Connection& connection, std::string_view reason) override;

@@ -7,11 +7,14 @@
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "echoplex/net/worker_group.hpp"
 #include "echoplex/services/services.hpp"
 #include "program.hpp"
 
 namespace echoplex {
 namespace {
+
+constexpr std::size_t max_workers = 1024;
 
 std::vector<std::string_view> service_names() {
     std::vector<std::string_view> names;
@@ -108,7 +111,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
              [&](std::string_view v) {
                  c.default_service = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? "echo" : "stamp";
              });
-    p.option('c', "max-connections", "N", "clients served at once; more are accepted and closed\n(default 10000)",
+    p.option('c', "max-connections", "N", "clients served at once by each worker; more are accepted\nand closed (default 10000)",
              [&](std::string_view v) { c.max_connections = static_cast<std::size_t>(cli::parse_int("--max-connections", v, 1, 10'000'000)); });
     p.option(0, "high-watermark", "BYTES", "queued output per client that pauses its reading\n(default 256k)",
              [&](std::string_view v) { c.high_watermark = cli::parse_bytes("--high-watermark", v); });
@@ -125,6 +128,13 @@ ServerArgs parse_server_args(int argc, char** argv) {
            [&] { c.proxy_protocol = true; });
     p.option(0, "proxy-timeout", "SECONDS", "with --proxy-protocol, close a connection whose header is\nnot complete this long after it was accepted (default 5)",
              [&](std::string_view v) { c.proxy_timeout_s = cli::parse_seconds("--proxy-timeout", v); });
+    p.option('w', "workers", "N|auto",
+             fmt::format("worker processes, each with its own event loop and its own\nlistening sockets (SO_REUSEPORT); auto: one per CPU ({} here).\nDefault 1: one process, no master",
+                         usable_cpus()),
+             [&](std::string_view v) {
+                 c.workers = v == "auto" ? std::min(usable_cpus(), max_workers)
+                                         : static_cast<std::size_t>(cli::parse_int("--workers", v, 1, max_workers));
+             });
     p.flag('v', "verbose", "log every connection (repeat for more)", [&] { ++verbosity; });
     p.flag('q', "quiet", "log errors only", [&] { --verbosity; });
     p.parse(argc, argv);
@@ -146,7 +156,10 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (args.action == ServerArgs::Action::help) {
         args.text = p.help() + services_help() +
                     "\nSignals: SIGINT/SIGTERM drain and exit 0 (a second one exits at once, status 1);\n"
-                    "SIGUSR1 prints statistics. Exit status: 0 ok, 1 runtime failure, 2 usage error.\n";
+                    "SIGUSR1 prints statistics. With --workers the master takes the signals and\n"
+                    "relays them, sums the workers' statistics (-v: one line each too), and replaces\n"
+                    "a worker that dies. Exit status: 0 ok (every worker stopped cleanly), 1 runtime\n"
+                    "failure, 2 usage error.\n";
     } else if (args.action == ServerArgs::Action::version) {
         args.text = version_line("echoplex") + "\n";
     }

@@ -35,6 +35,7 @@ struct ServerConfig {
     bool proxy_protocol = false;              // every connection begins with a PROXY header
     double proxy_timeout_s = 5;               // ... complete within this long
     log::Level log_level = log::Level::info;
+    std::size_t workers = 1;                  // processes, each with its own loop (--workers)
 
     // The service a port serves: its own, else the default.
     const std::string& service_of(const PortSpec& spec) const noexcept {

@@ -1,0 +1,164 @@
+// serve() implementation.
+#include "serve.hpp"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "echoplex/io/error.hpp"
+#include "echoplex/io/event_loop.hpp"
+#include "echoplex/io/log.hpp"
+#include "echoplex/net/tcp_server.hpp"
+#include "echoplex/net/worker_link.hpp"
+#include "program.hpp"
+#include "worker_wire.hpp"
+
+namespace echoplex {
+namespace {
+
+// Descriptors the server needs besides its clients: listeners, the loop's, the spare for EMFILE.
+constexpr rlim_t reserved_fds = 64;
+// How often a worker tells the master its counts, so that a worker killed loses at most this
+// much of them from the master's totals.
+constexpr std::chrono::seconds worker_report_period{1};
+
+// Distributions start processes with a soft limit of 1024 descriptors and a much higher hard one;
+// like Redis with maxclients, raise the soft limit so --max-connections can really be reached.
+// An administrator's lower hard limit stands: EMFILE is then handled as a refusal.
+void raise_descriptor_limit(std::size_t max_connections) {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return;
+    }
+    const rlim_t wanted = static_cast<rlim_t>(max_connections) + reserved_fds;
+    if (lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = std::min(wanted, lim.rlim_max);
+        if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+            log::warn("{}", Error::from_errno("setrlimit(RLIMIT_NOFILE)").message());
+            return;
+        }
+    }
+    if (lim.rlim_cur < wanted) {
+        log::warn("descriptor limit {} allows fewer than --max-connections={} clients; beyond it they are "
+                  "refused (raise 'ulimit -n' to serve more)",
+                  lim.rlim_cur, max_connections);
+    }
+}
+
+// A failure before serving: one line, from the single process itself or, in a worker, from the
+// master (which prints one line however many workers fail).
+int fail_to_start(const WorkerRole* worker, const std::string& line) {
+    if (worker == nullptr || !report_line(worker->channel.report_fd, fmt::format("{} {}", worker_wire::error_tag, line))) {
+        log::error("{}", line);
+    }
+    return 1;
+}
+
+}  // namespace
+
+int serve(const ServerConfig& config, const WorkerRole* worker) {
+    auto loop = EventLoop::create(config.backend);
+    if (!loop) {
+        return fail_to_start(worker, backend_failure(config.backend, loop.error()));
+    }
+    TcpServerOptions options = config.server_options();
+    if (worker != nullptr) {
+        for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
+            options.endpoints[i].port = worker->ports.at(i);
+        }
+        options.reuse_port = true;
+    }
+    auto server = TcpServer::create(**loop, std::move(options));
+    if (!server) {
+        return fail_to_start(worker, "cannot listen: " + server.error().message());
+    }
+    EventLoop& l = **loop;
+    TcpServer& s = **server;
+    // After the listeners bound, so that a failure to start stays one line.
+    raise_descriptor_limit(config.max_connections);
+
+    int exit_status = 0;
+    int stops = 0;
+    // The first stop drains, a second one exits at once; `why` says who asked.
+    auto stop = [&](const std::string& why) {
+        if (++stops > 1) {
+            log::warn("{} again: exiting now, dropping queued output", why);
+            exit_status = 1;
+            l.stop();
+            return;
+        }
+        if (worker == nullptr) {
+            log::info("{} received: draining (up to {}s; again to exit now)", why, config.drain_timeout_s);
+        }
+        s.shutdown([&] { l.stop(); });
+    };
+
+    std::unique_ptr<WorkerLink> link;
+    std::function<void()> report_stats;  // a worker's: to the master, on request and every period
+    std::function<void()> tick;
+    if (worker == nullptr) {
+        for (const int signo : {SIGINT, SIGTERM}) {
+            if (auto watching = l.on_signal(signo, [&](int n) { stop(fmt::format("SIG{}", sigabbrev_np(n))); }); !watching) {
+                log::error("{}", watching.error().message());
+                return 1;
+            }
+        }
+        if (auto watching = l.on_signal(SIGUSR1, [&](int) { log::info("{}", s.stats_line()); }); !watching) {
+            log::error("{}", watching.error().message());
+            return 1;
+        }
+        // The one line scripts read: every address really bound with its service, and the backend.
+        std::fputs(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
+                               backend_name(config.backend))
+                       .c_str(),
+                   stdout);
+        std::fflush(stdout);
+    } else {
+        const int report_fd = worker->channel.report_fd;
+        report_stats = [&s, report_fd] { report_line(report_fd, worker_wire::stats_report(worker_wire::stats_tag, s.stats())); };
+        auto watching = WorkerLink::watch(
+            l, worker->channel.control_fd,
+            [&](char command) {
+                if (command == worker_wire::stop_command) {
+                    stop("stop");
+                } else if (command == worker_wire::stats_command) {
+                    report_stats();
+                }
+            },
+            // The master is gone (killed, say): drain, as if it had relayed a stop.
+            [&] {
+                log::warn("master process gone: draining");
+                stop("master gone");
+            });
+        if (!watching) {
+            return fail_to_start(worker, watching.error().message());
+        }
+        link = std::move(watching).value();
+        tick = [&] {
+            report_stats();
+            l.add_timer(worker_report_period, tick);
+        };
+        l.add_timer(worker_report_period, tick);
+        report_line(report_fd, worker_wire::ready_tag);
+    }
+
+    if (auto ran = l.run(); !ran) {
+        log::error("event loop failed: {}", ran.error().message());
+        exit_status = 1;
+    }
+    if (worker == nullptr) {
+        log::info("{}", s.stats_line());
+    } else {
+        report_line(worker->channel.report_fd, worker_wire::stats_report(worker_wire::final_tag, s.stats()));
+    }
+    return exit_status;
+}
+
+}  // namespace echoplex

@@ -1,0 +1,292 @@
+// The --workers master: supervises, relays, sums; serves nothing itself.
+#include "workers.hpp"
+
+#include <sys/wait.h>
+
+#include <csignal>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "echoplex/io/log.hpp"
+#include "echoplex/net/bind_socket.hpp"
+#include "echoplex/net/tcp_server.hpp"
+#include "echoplex/net/worker_group.hpp"
+#include "program.hpp"
+#include "serve.hpp"
+#include "worker_wire.hpp"
+
+namespace echoplex {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How long SIGUSR1 waits for every worker's fresh counts before printing what it has.
+constexpr auto stats_wait = 1000ms;
+
+std::string describe_exit(int status) {
+    if (WIFSIGNALED(status)) {
+        return fmt::format("was killed by SIG{}", sigabbrev_np(WTERMSIG(status)));
+    }
+    return fmt::format("exited with status {}", WEXITSTATUS(status));
+}
+
+// One worker slot's counts: the workers that held it before (gone, their last report kept) and
+// the one holding it now.
+struct SlotStats {
+    ServerStats retired;
+    ServerStats current;
+    std::uint64_t peak = 0;  // the highest open count any worker in this slot reported
+    pid_t pid = -1;          // the slot's worker now, or its last one
+};
+
+ServerStats& operator+=(ServerStats& sum, const ServerStats& s) {
+    sum.accepted += s.accepted;
+    sum.refused += s.refused;
+    sum.open += s.open;
+    sum.peak += s.peak;
+    sum.bytes_in += s.bytes_in;
+    sum.bytes_out += s.bytes_out;
+    sum.paused += s.paused;
+    sum.proxy_rejected += s.proxy_rejected;
+    return sum;
+}
+
+class Master {
+public:
+    explicit Master(const ServerConfig& config) : config_(config), slots_(config.workers) {}
+
+    int run() {
+        // Every port bound here first, not listening: port 0 becomes one port for all workers, a
+        // port taken by another program fails before any worker starts, and the port stays ours
+        // while a worker is replaced.
+        BindOptions reserve;
+        reserve.reuse_port = true;
+        reserve.listen = false;
+        for (const PortSpec& spec : config_.ports) {
+            auto bound = bind_tcp(config_.host, spec.port, reserve);
+            if (!bound) {
+                log::error("cannot listen: {}", bound.error().message());
+                return 1;
+            }
+            role_ports_.push_back(bound->port);
+            reserved_.push_back(std::move(bound).value());
+        }
+        WorkerGroupOptions options;
+        options.workers = config_.workers;
+        options.signals = {SIGINT, SIGTERM, SIGUSR1};
+        options.restart = true;
+        WorkerGroup group(options, [this](const WorkerChannel& channel) { return worker_main(channel); });
+        group_ = &group;
+        const WorkerGroup::Handlers handlers = make_handlers();
+        if (auto started = group.start(handlers); !started) {
+            log::error("cannot start the workers: {}", started.error().message());
+            group.stop();
+            group.broadcast(worker_wire::stop_command);
+            group.broadcast(worker_wire::stop_command);
+            exit_status_ = 1;
+        }
+        if (auto ran = group.run(handlers); !ran) {
+            log::error("supervising the workers failed: {}", ran.error().message());
+            return 1;
+        }
+        if (announced_) {
+            print_stats();
+        }
+        return exit_status_;
+    }
+
+private:
+    int worker_main(const WorkerChannel& channel) {
+        reserved_.clear();  // the master's; the worker binds its own
+        log::set_program(fmt::format("echoplex worker {}", channel.index + 1));
+        const WorkerRole role{channel, role_ports_};
+        return serve(config_, &role);
+    }
+
+    WorkerGroup::Handlers make_handlers() {
+        WorkerGroup::Handlers h;
+        h.on_signal = [this](int signo) { on_signal(signo); };
+        h.on_started = [this](std::size_t i, pid_t pid) {
+            slots_[i].pid = pid;
+            if (announced_) {
+                log::info("worker {} started (pid {})", i + 1, pid);
+            } else {
+                log::debug("worker {} started (pid {})", i + 1, pid);
+            }
+        };
+        h.on_line = [this](std::size_t i, std::string_view line) { on_line(i, line); };
+        h.on_exit = [this](std::size_t i, pid_t pid, int status, std::optional<std::chrono::milliseconds> restart_in) {
+            on_exit(i, pid, status, restart_in);
+        };
+        return h;
+    }
+
+    void on_line(std::size_t i, std::string_view line) {
+        namespace wire = worker_wire;
+        const auto [tag, rest] = wire::split_report(line);
+        if (tag == wire::ready_tag) {
+            ++ready_;
+            maybe_announce();
+        } else if (tag == wire::error_tag) {
+            const std::string_view message = rest.empty() ? rest : rest.substr(1);
+            if (!announced_) {
+                fail_start(message);
+            } else {
+                log::error("worker {}: {}", i + 1, message);
+            }
+        } else if (tag == wire::stats_tag || tag == wire::final_tag) {
+            if (const auto stats = wire::parse_stats(rest)) {
+                SlotStats& slot = slots_[i];
+                slot.current = *stats;
+                slot.peak = std::max(slot.peak, stats->peak);
+                awaited_.erase(std::remove(awaited_.begin(), awaited_.end(), i), awaited_.end());
+                if (stats_requested_ && awaited_.empty()) {
+                    stats_requested_ = false;
+                    print_stats();
+                }
+            }
+        }
+    }
+
+    void on_exit(std::size_t i, pid_t pid, int status, std::optional<std::chrono::milliseconds> restart_in) {
+        SlotStats& slot = slots_[i];
+        slot.current.open = 0;  // a worker gone has closed its connections, one way or another
+        slot.current.peak = 0;
+        slot.retired += slot.current;
+        slot.current = ServerStats{};
+        awaited_.erase(std::remove(awaited_.begin(), awaited_.end(), i), awaited_.end());
+        if (stats_requested_ && awaited_.empty()) {
+            stats_requested_ = false;
+            print_stats();
+        }
+        if (!announced_ && !stopping_) {
+            // Before every worker served: the error line (if any) was printed; stop the rest.
+            fail_start(fmt::format("worker {} (pid {}) {} before serving", i + 1, pid, describe_exit(status)));
+            return;
+        }
+        if (restart_in) {
+            ++restarts_;
+            log::warn("worker {} (pid {}) {}; starting another in {} ms", i + 1, pid, describe_exit(status),
+                      restart_in->count());
+            return;
+        }
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            exit_status_ = 1;
+            if (!failed_start_) {
+                log::warn("worker {} (pid {}) {}", i + 1, pid, describe_exit(status));
+            }
+        }
+    }
+
+    void on_signal(int signo) {
+        if (signo == SIGUSR1) {
+            request_stats();
+            return;
+        }
+        if (!stopping_) {
+            stopping_ = true;
+            group_->stop();
+            log::info("SIG{} received: draining {} workers (up to {}s; again to exit now)", sigabbrev_np(signo),
+                      group_->running(), config_.drain_timeout_s);
+        } else {
+            log::warn("SIG{} again: workers exit now, dropping queued output", sigabbrev_np(signo));
+            exit_status_ = 1;
+        }
+        group_->broadcast(worker_wire::stop_command);
+    }
+
+    void maybe_announce() {
+        if (announced_ || ready_ < config_.workers || failed_start_) {
+            return;
+        }
+        announced_ = true;
+        std::vector<std::string> where;
+        for (std::size_t k = 0; k < reserved_.size(); ++k) {
+            where.push_back(fmt::format("{} ({})", reserved_[k].address, config_.service_of(config_.ports[k])));
+        }
+        std::fputs(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
+                               config_.workers, backend_name(config_.backend))
+                       .c_str(),
+                   stdout);
+        std::fflush(stdout);
+    }
+
+    // Once, however many workers fail: the first reason, then every worker is told to exit now.
+    void fail_start(std::string_view message) {
+        exit_status_ = 1;
+        if (failed_start_) {
+            return;
+        }
+        failed_start_ = true;
+        stopping_ = true;
+        log::error("{}", message);
+        group_->stop();
+        group_->broadcast(worker_wire::stop_command);
+        group_->broadcast(worker_wire::stop_command);
+    }
+
+    void request_stats() {
+        if (stats_requested_) {
+            return;  // the request already out will print
+        }
+        awaited_.clear();
+        for (std::size_t i = 0; i < group_->size(); ++i) {
+            if (group_->pid(i) > 0) {
+                awaited_.push_back(i);
+                group_->send(i, worker_wire::stats_command);
+            }
+        }
+        stats_requested_ = true;
+        const std::uint64_t request = ++stats_requests_;
+        group_->after(stats_wait, [this, request] {
+            if (stats_requested_ && stats_requests_ == request) {
+                stats_requested_ = false;
+                print_stats();  // a worker that did not answer in time counts with its last report
+            }
+        });
+    }
+
+    // The summed line (the same format as one process's, plus the workers), then with -v one line
+    // per worker.
+    void print_stats() {
+        ServerStats sum;
+        for (const SlotStats& slot : slots_) {
+            ServerStats s = slot.retired;
+            s += slot.current;
+            s.peak = slot.peak;
+            sum += s;
+        }
+        log::info("{} workers={} restarts={}", format_stats(sum, config_.proxy_protocol), config_.workers, restarts_);
+        for (std::size_t i = 0; i < slots_.size(); ++i) {
+            ServerStats s = slots_[i].retired;
+            s += slots_[i].current;
+            s.peak = slots_[i].peak;
+            log::debug("worker {} (pid {}) {}", i + 1, slots_[i].pid, format_stats(s, config_.proxy_protocol));
+        }
+    }
+
+    const ServerConfig& config_;
+    std::vector<BoundSocket> reserved_;
+    std::vector<std::uint16_t> role_ports_;
+    std::vector<SlotStats> slots_;
+    std::vector<std::size_t> awaited_;  // workers whose answer to a SIGUSR1 has not come yet
+    WorkerGroup* group_ = nullptr;
+    std::size_t ready_ = 0;
+    std::uint64_t restarts_ = 0;
+    std::uint64_t stats_requests_ = 0;
+    int exit_status_ = 0;
+    bool announced_ = false;
+    bool stopping_ = false;
+    bool failed_start_ = false;
+    bool stats_requested_ = false;
+};
+
+}  // namespace
+
+int run_workers(const ServerConfig& config) { return Master(config).run(); }
+
+}  // namespace echoplex
