@@ -37,15 +37,19 @@ RunResult run_server_to_completion(const std::vector<std::string>& args, millise
 
 std::optional<Stats> parse_stats_line(const std::string& line) {
     static const std::regex re(
-        R"(echoplex: stats: accepted=(\d+) refused=(\d+) open=(\d+) peak=(\d+) bytes_in=(\d+) bytes_out=(\d+) paused=(\d+)(?: proxy_rejected=(\d+))?)");
+        R"(echoplex: stats: accepted=(\d+) refused=(\d+) open=(\d+) peak=(\d+) bytes_in=(\d+) bytes_out=(\d+) paused=(\d+)(?: proxy_rejected=(\d+))?(?: workers=(\d+) restarts=(\d+))?)");
     std::smatch m;
     if (!std::regex_match(line, m, re)) {
         return std::nullopt;
     }
     auto num = [&](int i) { return static_cast<std::uint64_t>(std::stoull(m[i].str())); };
-    Stats stats{num(1), num(2), num(3), num(4), num(5), num(6), num(7), std::nullopt};
+    Stats stats{num(1), num(2), num(3), num(4), num(5), num(6), num(7), std::nullopt, std::nullopt, std::nullopt};
     if (m[8].matched) {
         stats.proxy_rejected = num(8);
+    }
+    if (m[9].matched) {
+        stats.workers = num(9);
+        stats.restarts = num(10);
     }
     return stats;
 }
@@ -127,6 +131,9 @@ std::vector<std::string> server_command(const std::vector<std::string>& args, co
     }
     all.push_back(server_binary());
     all.push_back("--backend=" + std::string(backend_name(backend_under_test())));
+    if (const std::size_t workers = workers_under_test(); workers > 1) {
+        all.push_back("--workers=" + std::to_string(workers));
+    }
     all.insert(all.end(), args.begin(), args.end());
     return all;
 }
@@ -155,6 +162,11 @@ std::string read_file(const std::string& path) {
 }
 
 }  // namespace
+
+std::size_t workers_under_test() {
+    const char* env = std::getenv("ECHOPLEX_WORKERS");
+    return env != nullptr && *env != '\0' ? std::stoul(env) : 1;
+}
 
 std::vector<std::string> server_wrapper() {
     std::vector<std::string> words;
@@ -199,6 +211,12 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args, const ServerO
     }
     announced_backend_ = startup_line_.substr(mark + backend_mark.size());
     std::string list = startup_line_.substr(prefix.size(), mark - prefix.size());
+    // "...; 2 workers" before the backend under --workers.
+    static const std::regex workers_part(R"(; (\d+) workers$)");
+    if (std::smatch m; std::regex_search(list, m, workers_part)) {
+        announced_workers_ = std::stoul(m[1].str());
+        list.resize(static_cast<std::size_t>(m.position(0)));
+    }
     std::size_t start = 0;
     for (;;) {
         const auto comma = list.find(", ", start);
@@ -244,8 +262,10 @@ std::optional<Stats> ServerProcess::wait_stats_line(std::size_t count, milliseco
     return all.back();
 }
 
-long ServerProcess::rss_kib() const {
-    std::ifstream status("/proc/" + std::to_string(pid()) + "/status");
+namespace {
+
+long rss_kib_of(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
     std::string line;
     while (std::getline(status, line)) {
         if (line.rfind("VmRSS:", 0) == 0) {
@@ -257,6 +277,79 @@ long ServerProcess::rss_kib() const {
     }
     return -1;
 }
+
+int open_fds_of(pid_t pid) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) {
+        return -1;
+    }
+    int n = 0;
+    while (const dirent* entry = ::readdir(dir)) {
+        if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0) {
+            ++n;
+        }
+    }
+    ::closedir(dir);
+    return n;
+}
+
+long cpu_ticks_of(pid_t pid) {
+    // proc(5): "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so fields are
+    // counted after the last ')'. utime and stime are fields 14 and 15.
+    const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos) {
+        return -1;
+    }
+    std::istringstream fields(stat.substr(close_paren + 1));
+    std::string field;
+    long utime = -1;
+    long stime = -1;
+    for (int index = 3; fields >> field; ++index) {
+        if (index == 14) {
+            utime = std::stol(field);
+        } else if (index == 15) {
+            stime = std::stol(field);
+            break;
+        }
+    }
+    return utime < 0 || stime < 0 ? -1 : utime + stime;
+}
+
+// The sum of `of` over the processes; -1 if any cannot be read.
+template <class Fn>
+long sum_over(const std::vector<pid_t>& pids, Fn of) {
+    long total = 0;
+    for (const pid_t p : pids) {
+        const long v = of(p);
+        if (v < 0) {
+            return -1;
+        }
+        total += v;
+    }
+    return total;
+}
+
+}  // namespace
+
+std::vector<pid_t> ServerProcess::worker_pids() const {
+    std::vector<pid_t> out;
+    std::istringstream children(read_file("/proc/" + std::to_string(pid()) + "/task/" + std::to_string(pid()) + "/children"));
+    for (pid_t p = 0; children >> p;) {
+        out.push_back(p);
+    }
+    return out;
+}
+
+std::vector<pid_t> ServerProcess::process_tree() const {
+    std::vector<pid_t> all{pid()};
+    const auto workers = worker_pids();
+    all.insert(all.end(), workers.begin(), workers.end());
+    return all;
+}
+
+long ServerProcess::rss_kib() const { return sum_over(process_tree(), rss_kib_of); }
 
 ServerProcess::TempFile::~TempFile() {
     if (!path.empty()) {
@@ -305,24 +398,13 @@ void ServerProcess::check_wrapper_report() {
 }
 
 int ServerProcess::open_fds() const {
-    const std::string path = "/proc/" + std::to_string(pid()) + "/fd";
-    DIR* dir = ::opendir(path.c_str());
-    if (dir == nullptr) {
-        return -1;
-    }
-    int n = 0;
-    while (const dirent* entry = ::readdir(dir)) {
-        if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0) {
-            ++n;
-        }
-    }
-    ::closedir(dir);
-    return n;
+    return static_cast<int>(sum_over(process_tree(), [](pid_t p) { return static_cast<long>(open_fds_of(p)); }));
 }
 
 std::vector<int> ServerProcess::fd_numbers() const {
     std::vector<int> numbers;
-    const std::string path = "/proc/" + std::to_string(pid()) + "/fd";
+    const auto workers = worker_pids();
+    const std::string path = "/proc/" + std::to_string(workers.empty() ? pid() : workers.front()) + "/fd";
     DIR* dir = ::opendir(path.c_str());
     if (dir == nullptr) {
         return numbers;
@@ -337,27 +419,6 @@ std::vector<int> ServerProcess::fd_numbers() const {
     return numbers;
 }
 
-long ServerProcess::cpu_ticks() const {
-    // proc(5): "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so fields are
-    // counted after the last ')'. utime and stime are fields 14 and 15.
-    const std::string stat = read_file("/proc/" + std::to_string(pid()) + "/stat");
-    const auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos) {
-        return -1;
-    }
-    std::istringstream fields(stat.substr(close_paren + 1));
-    std::string field;
-    long utime = -1;
-    long stime = -1;
-    for (int index = 3; fields >> field; ++index) {
-        if (index == 14) {
-            utime = std::stol(field);
-        } else if (index == 15) {
-            stime = std::stol(field);
-            break;
-        }
-    }
-    return utime < 0 || stime < 0 ? -1 : utime + stime;
-}
+long ServerProcess::cpu_ticks() const { return sum_over(process_tree(), cpu_ticks_of); }
 
 }  // namespace echoplex::test

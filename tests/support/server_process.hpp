@@ -25,7 +25,8 @@ RunResult run_server_to_completion(const std::vector<std::string>& args,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // One stats line: "echoplex: stats: accepted=N refused=N open=N peak=N bytes_in=N bytes_out=N paused=N",
-// with " proxy_rejected=N" after it under --proxy-protocol.
+// with " proxy_rejected=N" after it under --proxy-protocol and " workers=N restarts=N" from a
+// --workers master.
 struct Stats {
     std::uint64_t accepted = 0;
     std::uint64_t refused = 0;
@@ -35,6 +36,9 @@ struct Stats {
     std::uint64_t bytes_out = 0;
     std::uint64_t paused = 0;
     std::optional<std::uint64_t> proxy_rejected;
+    // The master's sum under --workers ends " workers=N restarts=N".
+    std::optional<std::uint64_t> workers;
+    std::optional<std::uint64_t> restarts;
 };
 // Parses one line that must match the stats format exactly; nullopt otherwise.
 std::optional<Stats> parse_stats_line(const std::string& line);
@@ -43,6 +47,10 @@ std::vector<Stats> stats_lines(const std::string& text);
 // Lines of `text` that start "echoplex: stats:" (whether or not they parse): a malformed stats
 // line shows up here and not in stats_lines.
 std::size_t count_stats_prefixed_lines(const std::string& text);
+
+// ECHOPLEX_WORKERS from the environment (1 when unset): ServerProcess adds --workers=N when it is
+// more than 1, so that a suite runs against a master and its workers (meson registers those runs).
+std::size_t workers_under_test();
 
 // ECHOPLEX_WRAPPER from the environment, split on blanks: a command that ServerProcess puts in
 // front of the server (the meson test setup 'valgrind' sets it to a memcheck command line).
@@ -82,6 +90,8 @@ public:
     const std::string& startup_line() const noexcept { return startup_line_; }
     // The backend named in parentheses at the end of the startup line.
     const std::string& announced_backend() const noexcept { return announced_backend_; }
+    // The workers the startup line announces ("; 2 workers"), 1 without.
+    std::size_t announced_workers() const noexcept { return announced_workers_; }
     // The service announced for each port, in the same order ("echo", "discard", ...).
     const std::vector<std::string>& services() const noexcept { return services_; }
 
@@ -99,12 +109,21 @@ public:
     // Waits until stderr holds at least `count` stats lines; returns the last one.
     std::optional<Stats> wait_stats_line(std::size_t count, std::chrono::milliseconds timeout) const;
 
+    // A --workers master's workers (its children, from /proc/PID/task/PID/children); empty for
+    // a single process.
+    std::vector<pid_t> worker_pids() const;
+    // The server and its workers.
+    std::vector<pid_t> process_tree() const;
+
+    // The figures below are of the whole server: summed over the master and its workers.
     // VmRSS of the server in KiB (from /proc/PID/status); -1 if it cannot be read.
     long rss_kib() const;
     // Number of entries in /proc/PID/fd; -1 if it cannot be read.
     int open_fds() const;
-    // The descriptor numbers in /proc/PID/fd, ascending; empty if it cannot be read. (Descriptors
-    // the test process inherited without close-on-exec show up here too, e.g. a CI runner's.)
+    // The descriptor numbers in /proc/PID/fd (of the first worker under --workers: each worker
+    // has its own descriptor table and limit), ascending; empty if it cannot be read.
+    // (Descriptors the test process inherited without close-on-exec show up here too, e.g. a CI
+    // runner's.)
     std::vector<int> fd_numbers() const;
     // CPU time used so far, user + system, in clock ticks (sysconf(_SC_CLK_TCK) per second), from
     // /proc/PID/stat; -1 if it cannot be read.
@@ -127,6 +146,7 @@ private:
     ChildProcess child_;
     std::string startup_line_;
     std::string announced_backend_;
+    std::size_t announced_workers_ = 1;
     std::vector<std::string> hosts_;
     std::vector<std::uint16_t> ports_;
     std::vector<std::string> services_;
