@@ -210,6 +210,13 @@ TEST_CASE("SIGTERM drains every worker: the echo of every byte read is delivered
     for (auto& c : clients) {
         send_until_stalled(c, 200ms, 10s);
     }
+    // A client's bytes can sit in the kernel before its worker accepts it: ask the master until
+    // every client is open in some worker.
+    bool all_open = false;
+    for (int asked = 0; asked < 200 && !all_open; ++asked) {
+        all_open = stats_after_usr1(server).open == clients.size();
+    }
+    REQUIRE_MESSAGE(all_open, "the workers never held all ", clients.size(), " clients");
     const auto busy = sockets_by_worker(server);
     for (const auto& [pid, n] : busy) {
         CHECK_MESSAGE(n > idle.at(pid), "worker ", pid, " holds none of the clients");
