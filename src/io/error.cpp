@@ -17,6 +17,7 @@ public:
         case errc::backend_unavailable: return "backend not available on this platform";
         case errc::bad_argument: return "invalid argument";
         case errc::resolve_failed: return "cannot resolve address";
+        case errc::timed_out: return "timed out";
         }
         return "unknown echoplex error";
     }

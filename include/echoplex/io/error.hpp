@@ -21,6 +21,7 @@ enum class errc {
     bad_argument,          // a caller passed a value the function cannot use
     resolve_failed,        // getaddrinfo found no address; `context` holds the name and the
                            // resolver's reason (gai_strerror), which message() prints instead
+    timed_out,             // a deadline passed before the operation completed
 };
 
 const std::error_category& echoplex_category() noexcept;

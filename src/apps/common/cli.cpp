@@ -169,19 +169,23 @@ std::uint64_t parse_bytes(std::string_view option, std::string_view text) {
 
 double parse_seconds(std::string_view option, std::string_view text) {
     const auto [value, unit] = number_and_unit(option, text, "a duration (e.g. 10, 1.5s, 250ms, 2m)");
+    double seconds = 0;
     if (unit.empty() || unit == "s") {
-        return value;
+        seconds = value;
+    } else if (unit == "ms") {
+        seconds = value / 1000;
+    } else if (unit == "m") {
+        seconds = value * 60;
+    } else if (unit == "h") {
+        seconds = value * 3600;
+    } else {
+        throw UsageError(fmt::format("{}: unknown time unit in '{}' (use ms, s, m or h)", option, text));
     }
-    if (unit == "ms") {
-        return value / 1000;
+    // Beyond this a duration in nanoseconds (steady_clock's) would overflow somewhere downstream.
+    if (seconds > max_duration_s) {
+        throw UsageError(fmt::format("{}: '{}' is longer than the longest duration allowed (365 days)", option, text));
     }
-    if (unit == "m") {
-        return value * 60;
-    }
-    if (unit == "h") {
-        return value * 3600;
-    }
-    throw UsageError(fmt::format("{}: unknown time unit in '{}' (use ms, s, m or h)", option, text));
+    return seconds;
 }
 
 std::size_t parse_choice(std::string_view option, std::string_view text, const std::vector<std::string_view>& choices) {

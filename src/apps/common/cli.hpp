@@ -54,6 +54,9 @@ private:
     std::function<void(std::string_view)> on_positional_;
 };
 
+// The longest duration any option takes: 365 days.
+inline constexpr double max_duration_s = 365.0 * 24 * 3600;
+
 // Value parsers; each throws UsageError naming `option` and the offending text.
 std::int64_t parse_int(std::string_view option, std::string_view text, std::int64_t min, std::int64_t max);
 // Bytes with an optional binary suffix k, m, g (KiB, MiB, GiB): "64k" = 65536.

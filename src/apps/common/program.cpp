@@ -2,10 +2,13 @@
 #include "program.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "build_info.h"
+#include "commit.h"
 #include "echoplex/config.h"
 
 namespace echoplex {
@@ -29,6 +32,14 @@ BackendKind parse_backend_option(std::string_view option, std::string_view text)
     return compiled[cli::parse_choice(option, text, backend_choices())];
 }
 
+std::optional<BackendKind> backend_from_environment() {
+    const char* env = std::getenv("ECHOPLEX_BACKEND");
+    if (env == nullptr || *env == '\0') {
+        return std::nullopt;
+    }
+    return parse_backend_option("ECHOPLEX_BACKEND", env);
+}
+
 std::string backend_failure(BackendKind kind, const Error& error) {
     std::vector<std::string_view> others;
     for (const std::string_view name : backend_choices()) {
@@ -41,7 +52,10 @@ std::string backend_failure(BackendKind kind, const Error& error) {
 }
 
 std::string version_line(std::string_view program) {
-    return fmt::format("{} {} [backends: {}]", program, ECHOPLEX_VERSION, fmt::join(backend_choices(), ", "));
+    const std::string_view commit = ECHOPLEX_COMMIT;
+    return fmt::format("{} {} ({}{}, {}) [backends: {}]", program, ECHOPLEX_VERSION,
+                       commit.empty() ? "" : fmt::format("git {}, ", commit), ECHOPLEX_BUILD_TYPE, ECHOPLEX_COMPILER,
+                       fmt::join(backend_choices(), ", "));
 }
 
 }  // namespace echoplex

@@ -2,6 +2,7 @@
 // version line.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,11 @@ std::vector<std::string_view> backend_choices();
 
 // A --backend value (or ECHOPLEX_BACKEND's); throws cli::UsageError naming `option` if unknown.
 BackendKind parse_backend_option(std::string_view option, std::string_view text);
+
+// ECHOPLEX_BACKEND, for a program whose command line named no --backend: the backend it names,
+// nullopt when it is unset or empty; throws cli::UsageError naming the variable if it is unknown.
+// Read after the flags, so that --backend wins over it and --help/--version never read it.
+std::optional<BackendKind> backend_from_environment();
 
 // The one line a program prints when its backend cannot start (io_uring refused by the kernel):
 // what failed, why, and which other backends --backend offers.

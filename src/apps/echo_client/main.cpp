@@ -96,7 +96,9 @@ struct ClientArgs {
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return Error{"recv", std::error_code(errno, std::system_category()), "(no complete reply in time)"};
+                // SO_RCVTIMEO ran out: say so, not "Resource temporarily unavailable".
+                return Error{"waiting for the reply", make_error_code(errc::timed_out),
+                             fmt::format("({} of {} bytes back; --timeout waits longer)", reply.size(), word.size())};
             }
             return Error::from_errno("recv");
         }

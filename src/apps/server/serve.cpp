@@ -23,8 +23,7 @@
 namespace echoplex {
 namespace {
 
-// Descriptors the server needs besides its clients: listeners, the loop's, the spare for EMFILE.
-constexpr rlim_t reserved_fds = 64;
+constexpr rlim_t reserved_fds = reserved_descriptors;
 // How often a worker tells the master its counts, so that a worker killed loses at most this
 // much of them from the master's totals.
 constexpr std::chrono::seconds worker_report_period{1};
@@ -32,7 +31,7 @@ constexpr std::chrono::seconds worker_report_period{1};
 // Distributions start processes with a soft limit of 1024 descriptors and a much higher hard one;
 // like Redis with maxclients, raise the soft limit so --max-connections can really be reached.
 // An administrator's lower hard limit stands: EMFILE is then handled as a refusal.
-void raise_descriptor_limit(std::size_t max_connections) {
+void raise_descriptor_limit(std::size_t max_connections, bool warn) {
     rlimit lim{};
     if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
         return;
@@ -45,10 +44,20 @@ void raise_descriptor_limit(std::size_t max_connections) {
             return;
         }
     }
-    if (lim.rlim_cur < wanted) {
+    if (lim.rlim_cur < wanted && warn) {
         log::warn("descriptor limit {} allows fewer than --max-connections={} clients; beyond it they are "
                   "refused (raise 'ulimit -n' to serve more)",
                   lim.rlim_cur, max_connections);
+    }
+}
+
+// select cannot watch descriptors at or above FD_SETSIZE: say so at startup, not at the 1024th client.
+void warn_about_fd_limit(const Backend& backend, const ServerConfig& config) {
+    const auto limit = static_cast<std::size_t>(backend.fd_limit());
+    if (config.max_connections + reserved_fds > limit) {
+        log::warn("--backend={} watches descriptors below {} only: at most about {} of --max-connections={} clients "
+                  "can be served at once (the rest are refused); use epoll or poll for more",
+                  backend_name(config.backend), limit, limit - reserved_fds, config.max_connections);
     }
 }
 
@@ -82,7 +91,12 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
     EventLoop& l = **loop;
     TcpServer& s = **server;
     // After the listeners bound, so that a failure to start stays one line.
-    raise_descriptor_limit(config.max_connections);
+    // What is the same for every worker is said once, by the first.
+    const bool speaks_for_all = worker == nullptr || worker->channel.index == 0;
+    raise_descriptor_limit(config.max_connections, speaks_for_all);
+    if (speaks_for_all) {
+        warn_about_fd_limit(l.backend(), config);
+    }
 
     int exit_status = 0;
     int stops = 0;
@@ -111,6 +125,12 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
             }
         }
         if (auto watching = l.on_signal(SIGUSR1, [&](int) { log::info("{}", s.stats_line()); }); !watching) {
+            log::error("{}", watching.error().message());
+            return 1;
+        }
+        // A daemon does not die of a hangup (SIGHUP's default); there is nothing to reload yet.
+        if (auto watching = l.on_signal(SIGHUP, [](int) { log::info("SIGHUP received: nothing to reload; still serving"); });
+            !watching) {
             log::error("{}", watching.error().message());
             return 1;
         }

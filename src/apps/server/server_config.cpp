@@ -1,6 +1,8 @@
 // Command line of the echoplex server.
 #include "server_config.hpp"
 
+#include <sys/select.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -72,9 +74,10 @@ TcpServerOptions ServerConfig::server_options() const {
 ServerArgs parse_server_args(int argc, char** argv) {
     ServerArgs args;
     ServerConfig& c = args.config;
-    if (const char* env = std::getenv("ECHOPLEX_BACKEND"); env != nullptr && *env != '\0') {
-        c.backend = parse_backend_option("ECHOPLEX_BACKEND", env);
-    }
+    bool backend_given = false;
+    bool max_given = false;
+    bool high_given = false;
+    bool low_given = false;
     bool ports_given = false;
     int verbosity = 0;
 
@@ -86,7 +89,10 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.option(0, "backend", "NAME",
              fmt::format("event mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
                          fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
-             [&](std::string_view v) { c.backend = parse_backend_option("--backend", v); });
+             [&](std::string_view v) {
+                 c.backend = parse_backend_option("--backend", v);
+                 backend_given = true;
+             });
     p.option('H', "host", "ADDR",
              "address to listen on (default 127.0.0.1; 0.0.0.0 or :: opens\nto the network; ::1 for IPv6 loopback)",
              [&](std::string_view v) { c.host = std::string(v); });
@@ -111,12 +117,23 @@ ServerArgs parse_server_args(int argc, char** argv) {
              [&](std::string_view v) {
                  c.default_service = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? "echo" : "stamp";
              });
-    p.option('c', "max-connections", "N", "clients served at once by each worker; more are accepted\nand closed (default 10000)",
-             [&](std::string_view v) { c.max_connections = static_cast<std::size_t>(cli::parse_int("--max-connections", v, 1, 10'000'000)); });
+    p.option('c', "max-connections", "N",
+             fmt::format("clients served at once by each worker; more are accepted\nand closed (default 10000; with select {})",
+                         FD_SETSIZE - reserved_descriptors),
+             [&](std::string_view v) {
+                 c.max_connections = static_cast<std::size_t>(cli::parse_int("--max-connections", v, 1, 10'000'000));
+                 max_given = true;
+             });
     p.option(0, "high-watermark", "BYTES", "queued output per client that pauses its reading\n(default 256k)",
-             [&](std::string_view v) { c.high_watermark = cli::parse_bytes("--high-watermark", v); });
+             [&](std::string_view v) {
+                 c.high_watermark = cli::parse_bytes("--high-watermark", v);
+                 high_given = true;
+             });
     p.option(0, "low-watermark", "BYTES", "queued output under which reading resumes (default 64k)",
-             [&](std::string_view v) { c.low_watermark = cli::parse_bytes("--low-watermark", v); });
+             [&](std::string_view v) {
+                 c.low_watermark = cli::parse_bytes("--low-watermark", v);
+                 low_given = true;
+             });
     p.option(0, "idle-timeout", "SECONDS", "close clients silent this long (default 0: never)",
              [&](std::string_view v) { c.idle_timeout_s = cli::parse_seconds("--idle-timeout", v); });
     p.option(0, "drain-timeout", "SECONDS", "on SIGINT/SIGTERM, flush queued output for at most this\nlong (default 5); also how long a connection that has sent\neverything waits for the client to close",
@@ -139,11 +156,43 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.flag('q', "quiet", "log errors only", [&] { --verbosity; });
     p.parse(argc, argv);
 
+    if (args.action == ServerArgs::Action::help) {
+        args.text = p.help() + services_help() +
+                    "\nSignals: SIGINT/SIGTERM drain and exit 0 (a second one exits at once, status 1);\n"
+                    "SIGUSR1 prints statistics; SIGHUP is logged and ignored. With --workers the\n"
+                    "master takes the signals and relays them, sums the workers' statistics (-v: one\n"
+                    "line each too), and replaces a worker that dies. Exit status: 0 ok (every worker\n"
+                    "stopped cleanly), 1 runtime failure, 2 usage error.\n";
+        return args;
+    }
+    if (args.action == ServerArgs::Action::version) {
+        args.text = version_line("echoplex") + "\n";
+        return args;
+    }
+    if (!backend_given) {
+        c.backend = backend_from_environment().value_or(c.backend);
+    }
+    if (c.backend == BackendKind::select && !max_given) {
+        // What select can watch is the default; more is the user's choice, warned about at startup.
+        c.max_connections = FD_SETSIZE - reserved_descriptors;
+    }
     if (c.ports.empty()) {
         throw cli::UsageError("--port: at least one port is needed");
     }
     if (c.low_watermark > c.high_watermark) {
-        throw cli::UsageError(fmt::format("--low-watermark ({}) must not exceed --high-watermark ({})",
+        // Blame what was typed: a default is not the user's mistake.
+        if (!low_given) {
+            throw cli::UsageError(fmt::format("--high-watermark ({}) is below the default --low-watermark ({}): "
+                                              "give --low-watermark too, at most {}",
+                                              c.high_watermark, c.low_watermark, c.high_watermark));
+        }
+        if (!high_given) {
+            throw cli::UsageError(fmt::format("--low-watermark ({}) is above the default --high-watermark ({}): "
+                                              "lower it, or give a --high-watermark at least as large",
+                                              c.low_watermark, c.high_watermark));
+        }
+        throw cli::UsageError(fmt::format("--low-watermark ({}) must not exceed --high-watermark ({}): lower the first "
+                                          "or raise the second",
                                           c.low_watermark, c.high_watermark));
     }
     if (c.high_watermark == 0) {
@@ -153,16 +202,6 @@ ServerArgs parse_server_args(int argc, char** argv) {
         throw cli::UsageError("--proxy-timeout must be at least 1ms (default 5s)");
     }
     c.log_level = verbosity < 0 ? log::Level::error : verbosity == 0 ? log::Level::info : log::Level::debug;
-    if (args.action == ServerArgs::Action::help) {
-        args.text = p.help() + services_help() +
-                    "\nSignals: SIGINT/SIGTERM drain and exit 0 (a second one exits at once, status 1);\n"
-                    "SIGUSR1 prints statistics. With --workers the master takes the signals and\n"
-                    "relays them, sums the workers' statistics (-v: one line each too), and replaces\n"
-                    "a worker that dies. Exit status: 0 ok (every worker stopped cleanly), 1 runtime\n"
-                    "failure, 2 usage error.\n";
-    } else if (args.action == ServerArgs::Action::version) {
-        args.text = version_line("echoplex") + "\n";
-    }
     return args;
 }
 

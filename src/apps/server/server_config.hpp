@@ -21,12 +21,15 @@ struct PortSpec {
     bool operator==(const PortSpec&) const = default;
 };
 
+// Descriptors a server needs besides its clients: listeners, the loop's, the spare for EMFILE.
+inline constexpr std::size_t reserved_descriptors = 64;
+
 struct ServerConfig {
     BackendKind backend = available_backends().front();
     std::string host = "127.0.0.1";
     std::vector<PortSpec> ports = {{50007, {}}, {50008, {}}};  // the book's select-server pair
     std::string default_service = "echo";                      // --reply: for ports given without one
-    std::size_t max_connections = 10000;
+    std::size_t max_connections = 10000;      // with select and not given: FD_SETSIZE - reserved_descriptors
     std::size_t high_watermark = 256 * 1024;  // queued output that pauses reading
     std::size_t low_watermark = 64 * 1024;    // queued output that resumes it
     double idle_timeout_s = 0;                // 0: never close idle connections

@@ -77,7 +77,7 @@ public:
         }
         WorkerGroupOptions options;
         options.workers = config_.workers;
-        options.signals = {SIGINT, SIGTERM, SIGUSR1};
+        options.signals = {SIGINT, SIGTERM, SIGUSR1, SIGHUP};
         options.restart = true;
         WorkerGroup group(options, [this](const WorkerChannel& channel) { return worker_main(channel); });
         group_ = &group;
@@ -185,6 +185,10 @@ private:
     void on_signal(int signo) {
         if (signo == SIGUSR1) {
             request_stats();
+            return;
+        }
+        if (signo == SIGHUP) {
+            log::info("SIGHUP received: nothing to reload; still serving");
             return;
         }
         if (!stopping_) {

@@ -54,9 +54,7 @@ struct Args {
 Args parse_args(int argc, char** argv) {
     Args args;
     LoadSettings& s = args.settings;
-    if (const char* env = std::getenv("ECHOPLEX_BACKEND"); env != nullptr && *env != '\0') {
-        s.backend = parse_backend_option("ECHOPLEX_BACKEND", env);
-    }
+    bool backend_given = false;
     bool ports_given = false;
     bool quiet = false;
     std::optional<std::string> message;
@@ -72,7 +70,10 @@ Args parse_args(int argc, char** argv) {
     p.option(0, "backend", "NAME",
              fmt::format("event mechanism: {} (default {}; env ECHOPLEX_BACKEND)",
                          fmt::join(backend_choices(), "|"), backend_name(available_backends().front())),
-             [&](std::string_view v) { s.backend = parse_backend_option("--backend", v); });
+             [&](std::string_view v) {
+                 s.backend = parse_backend_option("--backend", v);
+                 backend_given = true;
+             });
     p.option('H', "host", "ADDR", "server address or name (default 127.0.0.1)",
              [&](std::string_view v) { s.host = std::string(v); });
     p.option('p', "port", "PORT[,PORT...]",
@@ -126,6 +127,9 @@ Args parse_args(int argc, char** argv) {
     if (args.action == Args::Action::version) {
         args.text = version_line("testecho") + "\n";
         return args;
+    }
+    if (!backend_given) {
+        s.backend = backend_from_environment().value_or(s.backend);
     }
     if (s.duration_s && s.requests) {
         throw cli::UsageError("-d/--duration and -n/--requests are alternatives: give one");

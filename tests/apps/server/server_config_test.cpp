@@ -1,10 +1,14 @@
 // The server's command line through the shared parser: values, units, errors and defaults.
 #include "server_config.hpp"
 
+#include <sys/select.h>
+
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "cli.hpp"
+#include "echoplex/net/worker_group.hpp"
 #include "support/doctest.hpp"
 
 namespace echoplex {
@@ -151,6 +155,50 @@ TEST_CASE("help and version are actions, not errors") {
     const ServerArgs version = parse({"-V"});
     CHECK(version.action == ServerArgs::Action::version);
     CHECK(version.text.starts_with("echoplex "));
+}
+
+TEST_CASE("a watermark error blames the value typed, not a default") {
+    CHECK(usage_error({"--high-watermark=1k"}) ==
+          "--high-watermark (1024) is below the default --low-watermark (65536): give --low-watermark too, at most 1024");
+    CHECK(usage_error({"--low-watermark=1m"}) ==
+          "--low-watermark (1048576) is above the default --high-watermark (262144): lower it, or give a "
+          "--high-watermark at least as large");
+    CHECK(usage_error({"--high-watermark=1k", "--low-watermark=2k"}) ==
+          "--low-watermark (2048) must not exceed --high-watermark (1024): lower the first or raise the second");
+    CHECK(parse({"--high-watermark=1k", "--low-watermark=512"}).config.low_watermark == 512);
+}
+
+TEST_CASE("durations have an upper bound instead of overflowing") {
+    CHECK(usage_error({"--idle-timeout=10000000h"}) ==
+          "--idle-timeout: '10000000h' is longer than the longest duration allowed (365 days)");
+    CHECK(usage_error({"--drain-timeout=99999999999999h"}).find("longest duration allowed") != std::string::npos);
+    CHECK(parse({"--idle-timeout=8760h"}).config.idle_timeout_s == doctest::Approx(365.0 * 24 * 3600));
+}
+
+TEST_CASE("ECHOPLEX_BACKEND: --backend wins over it, and --help/--version never read it") {
+    ::setenv("ECHOPLEX_BACKEND", "kqueue", 1);
+    CHECK(parse({"--version"}).action == ServerArgs::Action::version);
+    CHECK(parse({"--help"}).action == ServerArgs::Action::help);
+    CHECK(parse({"--backend=poll"}).config.backend == BackendKind::poll);
+    CHECK(usage_error({}).starts_with("ECHOPLEX_BACKEND: 'kqueue' is not one of"));
+    ::setenv("ECHOPLEX_BACKEND", "select", 1);
+    CHECK(parse({}).config.backend == BackendKind::select);
+    ::unsetenv("ECHOPLEX_BACKEND");
+}
+
+TEST_CASE("with select, --max-connections defaults to what select can watch; given, it stands") {
+    CHECK(parse({"--backend=select"}).config.max_connections == FD_SETSIZE - reserved_descriptors);
+    CHECK(parse({"--backend=select", "--max-connections=5000"}).config.max_connections == 5000);
+    CHECK(parse({"--backend=poll"}).config.max_connections == 10000);
+}
+
+TEST_CASE("--workers: a number from 1 to 1024, or auto (one per usable CPU)") {
+    CHECK(parse({}).config.workers == 1);
+    CHECK(parse({"--workers=3"}).config.workers == 3);
+    CHECK(parse({"-w", "2"}).config.workers == 2);
+    CHECK(parse({"--workers=auto"}).config.workers == usable_cpus());
+    CHECK(usage_error({"--workers=0"}).find("--workers") == 0);
+    CHECK(usage_error({"--workers=1025"}).find("--workers") == 0);
 }
 
 TEST_CASE("run_main turns a usage error into exit 2 and any other failure into exit 1") {

@@ -407,6 +407,22 @@ TEST_CASE("SIGUSR1 prints a stats line and the server keeps serving") {
     CHECK(server.running());
 }
 
+TEST_CASE("SIGHUP is logged and ignored: the server keeps serving its clients") {
+    ServerProcess server({"--port", "0"});
+    Client c = echo_client(server.port());
+    round_trip(c, "before the hangup");
+    REQUIRE(server.send_signal(SIGHUP));
+    REQUIRE_MESSAGE(server.wait_stderr([](const std::string& err) {
+        return err.find("echoplex: SIGHUP received: nothing to reload; still serving") != std::string::npos;
+    }, 5s), "stderr: ", server.stderr_text());
+    round_trip(c, "after the hangup");
+    Client fresh = echo_client(server.port());
+    round_trip(fresh, "a new client");
+    CHECK(server.running());
+    const Stats stats = stop_and_get_stats(server, SIGTERM, {&c, &fresh});
+    CHECK(stats.accepted == 2);
+}
+
 TEST_CASE("usage errors: exactly one stderr line starting 'echoplex: ' and exit code 2") {
     const std::vector<std::vector<std::string>> cases = {
         {backend_arg(), "--bogus"},
@@ -448,7 +464,10 @@ TEST_CASE("--help and --version print to stdout and exit 0") {
         CHECK_MESSAGE(r.status.ok(), r.status.describe());
         const auto lines = lines_of(r.out);
         CHECK_MESSAGE(lines.size() == 1, "stdout: [", r.out, "]");
-        CHECK(r.out.find("echoplex") != std::string::npos);
+        // The version, the commit when built from git, the build type, the compiler, the backends.
+        static const std::regex shape(
+            R"(echoplex [0-9]+\.[0-9]+\.[0-9]+ \((git [0-9a-f]+(-dirty)?, )?[a-z]+(, NDEBUG)?, (gcc|clang) [0-9.]+\) \[backends: [a-z_, ]+\])");
+        CHECK_MESSAGE((lines.size() == 1 && std::regex_match(lines[0], shape)), "stdout: [", r.out, "]");
         CHECK(r.err.empty());
     }
 }

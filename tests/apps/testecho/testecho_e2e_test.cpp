@@ -594,6 +594,17 @@ TEST_CASE("echo-client prints each reply, in echo and in stamp mode") {
     CHECK(lines[0].size() == std::string("Client received: Echo=>Hello network world at ").size() + 24);
 }
 
+TEST_CASE("echo-client: a server that never answers is a timeout, said as one") {
+    FaultyPeer peer(FaultyPeer::Fault::silent);
+    const RunResult r = run_to_completion(env_path("ECHO_CLIENT_BIN"),
+                                          {"--port", std::to_string(peer.port()), "--timeout", "300ms", "127.0.0.1", "hi"}, 30s);
+    CHECK(r.status.exited);
+    CHECK(r.status.code == 1);
+    const auto lines = split_lines(r.err);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0] == "echo-client: waiting for the reply (0 of 2 bytes back; --timeout waits longer): timed out");
+}
+
 TEST_CASE("echo-client: no server is exit 1 with the errno") {
     const RefusingPort port;
     const RunResult r = run_to_completion(env_path("ECHO_CLIENT_BIN"), {"--port", port.number(), "127.0.0.1"}, 30s);
