@@ -35,7 +35,7 @@ std::uint64_t to_ns(Clock::duration d) {
 
 }  // namespace
 
-LoadClient::LoadClient(LoadContext& context, std::size_t id, Role role, const Target& target, std::uint64_t quota)
+LoadClient::LoadClient(LoadContext& context, std::size_t id, Role role, Target& target, std::uint64_t quota)
     : context_(context), id_(id), role_(role), target_(target), quota_(quota) {
     if (context_.settings.reply == ReplyMode::stamp) {
         stamp_.emplace();
@@ -64,17 +64,25 @@ void LoadClient::start() {
     }
     state_ = State::connecting;
     connect_started_ = Clock::now();
-    fd_.reset(::socket(target_.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    candidate_ = target_.preferred;
+    connect_candidate();
+}
+
+void LoadClient::connect_candidate() {
+    ++tried_;
+    const Address& to = target_.candidates[candidate_];
+    fd_.reset(::socket(to.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd_) {
-        fail(Kind::connect, Error::from_errno("socket").message());
+        connect_failed(Error::from_errno("socket").message(), errno);
         return;
     }
     // Small messages in lockstep would otherwise wait for Nagle's delayed ACK (RFC 896).
     const int one = 1;
     ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    const int rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&target_.address), target_.length);
+    const int rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&to.address), to.length);
     if (rc != 0 && errno != EINPROGRESS) {
-        fail(Kind::connect, Error::from_errno("connect").message());
+        const int err = errno;
+        connect_failed(Error::from_errno("connect", err).message(), err);
         return;
     }
     if (auto watching = context_.loop.watch(fd_.get(), *this, Interest::write); !watching) {
@@ -82,6 +90,24 @@ void LoadClient::start() {
         return;
     }
     // Loopback connects usually complete at once, but the result is read when writable either way.
+}
+
+void LoadClient::connect_failed(const std::string& what, int err) {
+    // Errors that say "not at this address" (RFC 6724's order may put ::1 first while the
+    // server listens on 127.0.0.1 only), as echo-client and getaddrinfo(3)'s example treat them.
+    const bool wrong_address = err == ECONNREFUSED || err == ENETUNREACH || err == EHOSTUNREACH ||
+                               err == EADDRNOTAVAIL || err == EAFNOSUPPORT;
+    if (wrong_address && tried_ < target_.candidates.size()) {
+        if (fd_ && context_.loop.watched(fd_.get())) {
+            context_.loop.unwatch(fd_.get());
+        }
+        fd_.reset();
+        candidate_ = (candidate_ + 1) % target_.candidates.size();
+        connect_candidate();
+        return;
+    }
+    const std::string where = target_.candidates.size() > 1 ? fmt::format(" (tried all {} addresses)", tried_) : "";
+    fail(Kind::connect, what + where);
 }
 
 void LoadClient::connected() {
@@ -196,9 +222,11 @@ void LoadClient::on_writable() {
             err = errno;
         }
         if (err != 0) {
-            fail(Kind::connect, Error::from_errno("connect", err).message());
+            connect_failed(Error::from_errno("connect", err).message(), err);
             return;
         }
+        target_.preferred = candidate_;
+        target_.connected = true;
         connected();
         return;
     }

@@ -26,11 +26,22 @@ namespace echoplex::testecho {
 
 class LoadClient;
 
-// A connect target, resolved once per run.
-struct Target {
+// One address a name resolved to.
+struct Address {
     sockaddr_storage address{};
     socklen_t length = 0;
-    std::string name;  // "127.0.0.1:50007", for error reports
+    std::string text;  // "127.0.0.1:50007", "[::1]:50007"
+};
+
+// A connect target: a host and port, resolved once per run to every address the resolver gives,
+// in its order. A client tries them in turn from `preferred` until one connects; the one that
+// did becomes `preferred`, so later clients start there (localhost: ::1 first, a server on
+// 127.0.0.1 only: one refused connect, then every client goes straight to 127.0.0.1).
+struct Target {
+    std::vector<Address> candidates;  // never empty
+    std::size_t preferred = 0;
+    bool connected = false;  // some client connected to candidates[preferred]
+    std::string name;        // "localhost:50007" as given, for error reports
 };
 
 // What every client of one run shares. Owned by the run; outlives its clients.
@@ -58,7 +69,7 @@ public:
     enum class State { waiting, connecting, running, finished };
 
     // `quota`: messages to send before finishing (UINT64_MAX: until stop_sending()).
-    LoadClient(LoadContext& context, std::size_t id, Role role, const Target& target, std::uint64_t quota);
+    LoadClient(LoadContext& context, std::size_t id, Role role, Target& target, std::uint64_t quota);
     LoadClient(const LoadClient&) = delete;
     LoadClient& operator=(const LoadClient&) = delete;
     ~LoadClient();
@@ -98,13 +109,20 @@ private:
     void receive();
     void verify(std::string_view data, Clock::time_point now);
     void update_interest();
+    // Connects to candidate_; false when it failed (the failure is handled).
+    void connect_candidate();
+    // A connect to candidate_ failed with `err`: the next address if one is left and the error
+    // says this address is wrong (refused, unreachable), else a connect failure.
+    void connect_failed(const std::string& what, int err);
     void maybe_finish();
     std::string_view message(std::uint64_t seq) const noexcept;
 
     LoadContext& context_;
     std::size_t id_;
     Role role_;
-    const Target& target_;
+    Target& target_;
+    std::size_t candidate_ = 0;  // the address being tried
+    std::size_t tried_ = 0;      // addresses tried by this client
     std::uint64_t quota_;
     State state_ = State::waiting;
     UniqueFd fd_;

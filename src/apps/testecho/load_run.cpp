@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
+#include "echoplex/net/bind_socket.hpp"
 #include "echoplex/net/worker_link.hpp"
 
 namespace echoplex::testecho {
@@ -46,7 +48,7 @@ std::string make_pattern(std::size_t size) {
 
 class LoadRun {
 public:
-    LoadRun(EventLoop& loop, const LoadSettings& settings, const std::vector<Target>& targets, const ProgressFn& progress)
+    LoadRun(EventLoop& loop, const LoadSettings& settings, std::vector<Target>& targets, const ProgressFn& progress)
         : loop_(loop), settings_(settings), progress_(progress),
           context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}} {
         if (settings.messages.empty()) {
@@ -304,11 +306,19 @@ Result<std::vector<Target>> resolve_targets(const std::string& host, const std::
         if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
             return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", host, ::gai_strerror(rc))};
         }
+        std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
         Target t;
-        std::memcpy(&t.address, found->ai_addr, found->ai_addrlen);
-        t.length = found->ai_addrlen;
         t.name = shown;
-        ::freeaddrinfo(found);
+        for (const addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+            Address a;
+            std::memcpy(&a.address, ai->ai_addr, ai->ai_addrlen);
+            a.length = ai->ai_addrlen;
+            a.text = format_address(ai->ai_addr);
+            const bool seen = std::any_of(t.candidates.begin(), t.candidates.end(), [&](const Address& b) { return b.text == a.text; });
+            if (!seen) {
+                t.candidates.push_back(std::move(a));
+            }
+        }
         targets.push_back(std::move(t));
     }
     return targets;
@@ -319,8 +329,25 @@ Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, const 
     if (!targets) {
         return std::move(targets).error();
     }
-    LoadRun run(loop, settings, *targets, progress);
-    return run.run();
+    return run_load(loop, settings, *targets, progress);
+}
+
+Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, std::vector<Target>& targets,
+                           const ProgressFn& progress) {
+    LoadRun run(loop, settings, targets, progress);
+    auto result = run.run();
+    if (result) {
+        for (const Target& t : targets) {
+            PortAddresses& a = result->addresses.emplace_back();
+            for (const Address& c : t.candidates) {
+                a.resolved.push_back(c.text);
+            }
+            if (t.connected) {
+                a.used = t.candidates[t.preferred].text;
+            }
+        }
+    }
+    return result;
 }
 
 }  // namespace echoplex::testecho

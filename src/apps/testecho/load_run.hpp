@@ -18,12 +18,17 @@ namespace echoplex::testecho {
 // Called about once a second with the result so far and the seconds since the load began.
 using ProgressFn = std::function<void(const RunResult& so_far, double elapsed_s)>;
 
-// Resolves `host` (a name or a numeric address) once per port; the first address found wins.
+// Resolves `host` (a name or a numeric address) once per port, to every address the resolver
+// gives, in its order, duplicates dropped.
 [[nodiscard]] Result<std::vector<Target>> resolve_targets(const std::string& host, const std::vector<std::uint16_t>& ports);
 
 // Runs `settings` (connections first_id.. of total_connections) on `loop` until every connection
 // has finished. SIGINT/SIGTERM end the load early as the stop condition would. Fails only when
 // the targets cannot be resolved or the loop fails; every per-connection problem is in the result.
 [[nodiscard]] Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, const ProgressFn& progress);
+// The same on targets already resolved (one per settings.ports entry); the result's `addresses`
+// say what each resolved to and which address was used.
+[[nodiscard]] Result<RunResult> run_load(EventLoop& loop, const LoadSettings& settings, std::vector<Target>& targets,
+                                         const ProgressFn& progress);
 
 }  // namespace echoplex::testecho

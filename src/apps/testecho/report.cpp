@@ -73,6 +73,15 @@ void RunResult::merge(const RunResult& other) {
     if (first_error.empty()) {
         first_error = other.first_error;
     }
+    // Every process resolved the same names; the first that connected on a port says where.
+    if (addresses.empty()) {
+        addresses = other.addresses;
+    }
+    for (std::size_t i = 0; i < addresses.size() && i < other.addresses.size(); ++i) {
+        if (addresses[i].used.empty()) {
+            addresses[i].used = other.addresses[i].used;
+        }
+    }
 }
 
 void RunResult::note_error(std::string what) {
@@ -111,6 +120,16 @@ std::string human_report(const LoadSettings& s, const RunResult& r) {
                        s.duration_s ? fmt::format("{:g} s", *s.duration_s) : fmt::format("{} requests", *s.requests),
                        reply_name(s.reply), s.timeout_s,
                        s.connect_rate > 0 ? fmt::format(", connect rate {:g}/s", s.connect_rate) : std::string());
+    // Which address a name led to, when it was not an address already.
+    for (std::size_t i = 0; i < r.addresses.size() && i < s.ports.size(); ++i) {
+        const PortAddresses& a = r.addresses[i];
+        const bool said = a.resolved.size() == 1 && a.used == a.resolved.front() &&
+                          a.used.find(s.host) != std::string::npos;
+        if (!said) {
+            out += fmt::format("  {} port {}: resolved to {}; connected to {}\n", s.host, s.ports[i],
+                               fmt::join(a.resolved, ", "), a.used.empty() ? std::string("none") : a.used);
+        }
+    }
     out += "\n";
     out += fmt::format("  {} messages completed in {:.3f} seconds\n", r.messages, r.duration_s);
     out += fmt::format("  bytes sent {}, received {}\n", r.bytes_sent, r.bytes_received);
@@ -126,6 +145,21 @@ std::string human_report(const LoadSettings& s, const RunResult& r) {
     return out;
 }
 
+// Per port: {"resolved":["[::1]:50007","127.0.0.1:50007"],"used":"127.0.0.1:50007"} (used null
+// when nothing connected).
+std::string json_addresses(const RunResult& r) {
+    std::vector<std::string> items;
+    for (const PortAddresses& a : r.addresses) {
+        std::vector<std::string> resolved;
+        for (const auto& text : a.resolved) {
+            resolved.push_back(json_string(text));
+        }
+        items.push_back(fmt::format(R"({{"resolved":[{}],"used":{}}})", fmt::join(resolved, ","),
+                                    a.used.empty() ? std::string("null") : json_string(a.used)));
+    }
+    return fmt::format("{}", fmt::join(items, ","));
+}
+
 std::string json_report(const LoadSettings& s, const RunResult& r) {
     std::string settings = fmt::format(
         R"({{"backend":"{}","host":{},"ports":[{}],"connections":{},"idle":{},"procs":{},"duration_s":{},"requests":{},)"
@@ -138,12 +172,13 @@ std::string json_report(const LoadSettings& s, const RunResult& r) {
     return fmt::format(
         R"({{"settings":{},"messages":{},"bytes_sent":{},"bytes_received":{},"duration_s":{:.6f},"rps":{:.2f},)"
         R"("mib_per_s":{:.3f},"latency_ms":{},"connect_ms":{},"connections":{{"established":{},"failed":{},"idle_held":{}}},)"
-        R"("errors":{{"connect":{},"mismatch":{},"closed":{},"timeout":{}}},"first_error":{},"verified":{}}})"
+        R"("errors":{{"connect":{},"mismatch":{},"closed":{},"timeout":{}}},"first_error":{},"verified":{},)"
+        R"("addresses":[{}]}})"
         "\n",
         settings, r.messages, r.bytes_sent, r.bytes_received, r.duration_s, rps(r), mib_per_s(r),
         json_summary(r.latency), json_summary(r.connect), r.established, r.errors.connect, r.idle_held,
         r.errors.connect, r.errors.mismatch, r.errors.closed, r.errors.timeout,
-        r.first_error.empty() ? std::string("null") : json_string(r.first_error), r.verified());
+        r.first_error.empty() ? std::string("null") : json_string(r.first_error), r.verified(), json_addresses(r));
 }
 
 // Tab-separated: the counters, the duration, the two histograms, then first_error (tabs and
@@ -151,15 +186,20 @@ std::string json_report(const LoadSettings& s, const RunResult& r) {
 std::string serialize_result(const RunResult& r) {
     std::string error = r.first_error;
     std::replace_if(error.begin(), error.end(), [](char c) { return c == '\t' || c == '\n' || c == '\r'; }, ' ');
-    return fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{:.9f}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", r.messages, r.bytes_sent,
+    // Per port "resolved,resolved>used", ports joined by ';' (addresses hold none of ",;>\t").
+    std::vector<std::string> ports;
+    for (const PortAddresses& a : r.addresses) {
+        ports.push_back(fmt::format("{}>{}", fmt::join(a.resolved, ","), a.used));
+    }
+    return fmt::format("{}\t{}\t{}\t{}\t{}\t{}\t{:.9f}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", r.messages, r.bytes_sent,
                        r.bytes_received, r.payload_received, r.established, r.idle_held, r.duration_s,
                        r.errors.connect, r.errors.mismatch, r.errors.closed, r.errors.timeout, r.latency.serialize(),
-                       r.connect.serialize(), error);
+                       r.connect.serialize(), fmt::join(ports, ";"), error);
 }
 
 std::optional<RunResult> parse_result(std::string_view line) {
     std::vector<std::string_view> fields;
-    for (int i = 0; i < 13; ++i) {
+    for (int i = 0; i < 14; ++i) {
         const auto tab = line.find('\t');
         if (tab == std::string_view::npos) {
             return std::nullopt;
@@ -186,7 +226,22 @@ std::optional<RunResult> parse_result(std::string_view line) {
         !r.connect.deserialize(fields[12])) {
         return std::nullopt;
     }
-    r.first_error = std::string(fields[13]);
+    for (std::string_view rest = fields[13]; !rest.empty();) {
+        const std::string_view port = rest.substr(0, rest.find(';'));
+        rest.remove_prefix(std::min(rest.size(), port.size() + 1));
+        const auto mark = port.find('>');
+        if (mark == std::string_view::npos) {
+            return std::nullopt;
+        }
+        PortAddresses& a = r.addresses.emplace_back();
+        for (std::string_view list = port.substr(0, mark); !list.empty();) {
+            const std::string_view item = list.substr(0, list.find(','));
+            a.resolved.emplace_back(item);
+            list.remove_prefix(std::min(list.size(), item.size() + 1));
+        }
+        a.used = std::string(port.substr(mark + 1));
+    }
+    r.first_error = std::string(fields[14]);
     return r;
 }
 

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "histogram.hpp"
@@ -42,6 +43,14 @@ struct ErrorCounts {
     std::uint64_t total() const noexcept { return connect + mismatch + closed + timeout; }
 };
 
+// What one port's host resolved to, in the resolver's order, and the address connected to
+// (empty if no connection was made).
+struct PortAddresses {
+    std::vector<std::string> resolved;
+    std::string used;
+    bool operator==(const PortAddresses&) const = default;
+};
+
 struct RunResult {
     std::uint64_t messages = 0;
     std::uint64_t bytes_sent = 0;
@@ -54,6 +63,7 @@ struct RunResult {
     Histogram connect;
     ErrorCounts errors;
     std::string first_error;
+    std::vector<PortAddresses> addresses;  // per port, in --port order
 
     bool verified() const noexcept { return errors.total() == 0; }
 

@@ -315,6 +315,23 @@ TEST_CASE("--procs merges the children's results") {
     CHECK(j["settings"]["procs"].u64() == 2);
     CHECK(j["connections"]["established"].u64() == 6);
     CHECK(j["connect_ms"]["count"].u64() == 6);
+    // Each port's address, resolved by every process and merged: the one connected to.
+    REQUIRE(j["addresses"].array.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+        const std::string address = "127.0.0.1:" + std::to_string(server.port(i));
+        CHECK(j["addresses"].array[i]["used"].string == address);
+        REQUIRE(j["addresses"].array[i]["resolved"].array.size() == 1);
+        CHECK(j["addresses"].array[i]["resolved"].array[0].string == address);
+    }
+}
+
+TEST_CASE("a host name: the report says what it resolved to and which address was used") {
+    ServerProcess server({"--port", "0"});
+    const RunResult r = testecho({"-H", "localhost", "--port", std::to_string(server.port()), "-c", "2", "-n", "20"});
+    CHECK_MESSAGE(r.status.ok(), r.err);
+    const std::string used = "connected to 127.0.0.1:" + std::to_string(server.port());
+    CHECK_MESSAGE(r.out.find("localhost port " + std::to_string(server.port()) + ": resolved to ") != std::string::npos, r.out);
+    CHECK_MESSAGE(r.out.find(used) != std::string::npos, r.out);
 }
 
 TEST_CASE("--idle connections are held open for the whole run") {
