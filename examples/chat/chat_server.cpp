@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
     TcpServerOptions options;
     options.limits.input_limit = 64 * 1024;  // the longest line; a longer one closes its client
     options.endpoints.push_back(Endpoint{
-        .host = "127.0.0.1",
+        .hosts = {"127.0.0.1"},
         .port = args->port,
         .service = "chat",
         .protocol = [room = std::make_shared<Room>()] { return std::make_unique<Member>(room); },

@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include <fmt/format.h>
@@ -43,8 +45,11 @@ std::string format_address(const sockaddr* addr) {
     return fmt::format("{}:{}", host, ntohs(in4->sin_port));
 }
 
-Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const BindOptions& options) {
-    const std::string where = describe_endpoint(host, port);
+namespace {
+
+// getaddrinfo for a passive TCP socket on host:port, every address.
+Result<std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>> resolve(const std::string& host, std::uint16_t port,
+                                                                      const std::string& where) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -60,27 +65,47 @@ Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const 
         }
         return Error{"getaddrinfo", make_error_code(errc::resolve_failed), fmt::format("{}: {}", where, ::gai_strerror(rc))};
     }
-    std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> results(found, ::freeaddrinfo);
-    const addrinfo* ai = results.get();
+    return std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>(found, ::freeaddrinfo);
+}
 
-    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+// The IPv6 wildcard "::": bound dual-stack (IPV6_V6ONLY off), so IPv4 clients reach it too.
+bool ipv6_wildcard(const sockaddr* addr) {
+    if (addr->sa_family != AF_INET6) {
+        return false;
+    }
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    return IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+}
+
+Result<BoundSocket> bind_one(const sockaddr* addr, socklen_t length, std::uint16_t port, const BindOptions& options) {
+    sockaddr_storage target{};
+    std::memcpy(&target, addr, length);
+    if (target.ss_family == AF_INET6) {
+        reinterpret_cast<sockaddr_in6*>(&target)->sin6_port = htons(port);
+    } else {
+        reinterpret_cast<sockaddr_in*>(&target)->sin_port = htons(port);
+    }
+    const std::string where = format_address(reinterpret_cast<const sockaddr*>(&target));
+    UniqueFd fd(::socket(target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     auto fail = [&](const char* call) {
         Error e = Error::from_errno(call);
-        e.context = "(listening on " + where + ")";
+        e.context = "(listening on " + (port == 0 ? where.substr(0, where.rfind(':')) : where) + ")";
         return e;
     };
     if (!fd) {
         return fail("socket");
     }
     const int one = 1;
+    const int zero = 0;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (options.reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
         return fail("setsockopt(SO_REUSEPORT)");
     }
-    if (ai->ai_family == AF_INET6) {
-        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (target.ss_family == AF_INET6) {
+        const bool dual = ipv6_wildcard(reinterpret_cast<const sockaddr*>(&target));
+        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, dual ? &zero : &one, sizeof one);
     }
-    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) < 0) {
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&target), length) < 0) {
         return fail("bind");
     }
     if (options.listen && ::listen(fd.get(), options.backlog) < 0) {
@@ -91,8 +116,46 @@ Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const 
     if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) < 0) {
         return fail("getsockname");
     }
-    const auto* addr = reinterpret_cast<const sockaddr*>(&bound);
-    return BoundSocket{std::move(fd), format_address(addr), port_of(addr)};
+    const auto* got = reinterpret_cast<const sockaddr*>(&bound);
+    return BoundSocket{std::move(fd), format_address(got), port_of(got)};
+}
+
+}  // namespace
+
+Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const BindOptions& options) {
+    auto found = resolve(host, port, describe_endpoint(host, port));
+    if (!found) {
+        return std::move(found).error();
+    }
+    const addrinfo* ai = found->get();
+    return bind_one(ai->ai_addr, ai->ai_addrlen, port, options);
+}
+
+Result<std::vector<BoundSocket>> bind_tcp_all(const std::vector<std::string>& hosts, std::uint16_t port,
+                                              const BindOptions& options) {
+    std::vector<BoundSocket> out;
+    std::vector<std::string> seen;
+    for (const std::string& host : hosts) {
+        auto found = resolve(host, port, describe_endpoint(host, port));
+        if (!found) {
+            return std::move(found).error();  // `out` closes what was bound
+        }
+        for (const addrinfo* ai = found->get(); ai != nullptr; ai = ai->ai_next) {
+            const std::string text = format_address(ai->ai_addr);
+            if (std::find(seen.begin(), seen.end(), text) != seen.end()) {
+                continue;  // a name and its address both given, or a resolver's duplicate
+            }
+            seen.push_back(text);
+            // Port 0 asks for one free port: the kernel's choice for the first address, then the
+            // same port everywhere else.
+            auto bound = bind_one(ai->ai_addr, ai->ai_addrlen, out.empty() ? port : out.front().port, options);
+            if (!bound) {
+                return std::move(bound).error();
+            }
+            out.push_back(std::move(bound).value());
+        }
+    }
+    return out;
 }
 
 }  // namespace echoplex

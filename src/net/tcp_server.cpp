@@ -34,14 +34,17 @@ Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerO
         BindOptions bind_options;
         bind_options.backlog = self->options_.backlog;
         bind_options.reuse_port = self->options_.reuse_port;
-        auto bound = bind_tcp(endpoint.host, endpoint.port, bind_options);
+        auto bound = bind_tcp_all(endpoint.hosts, endpoint.port, bind_options);
         if (!bound) {
             return std::move(bound).error();  // `server` closes the ones already bound
         }
-        server->listeners_.push_back(Listener::open(
-            loop, std::move(bound).value(),
-            [self, &endpoint](UniqueFd socket, std::string peer) { self->adopt(endpoint, std::move(socket), std::move(peer)); },
-            [self](const Error& error) { self->note_refusal(error); }));
+        for (BoundSocket& socket : *bound) {
+            server->listeners_.push_back(Listener::open(
+                loop, std::move(socket),
+                [self, &endpoint](UniqueFd client, std::string peer) { self->adopt(endpoint, std::move(client), std::move(peer)); },
+                [self](const Error& error) { self->note_refusal(error); }));
+            server->listener_endpoint_.push_back(static_cast<std::size_t>(&endpoint - self->options_.endpoints.data()));
+        }
     }
     for (auto& listener : server->listeners_) {
         if (auto started = listener->start(); !started) {
@@ -65,7 +68,7 @@ std::vector<std::string> TcpServer::addresses() const {
 std::vector<std::string> TcpServer::descriptions() const {
     std::vector<std::string> out;
     for (std::size_t i = 0; i < listeners_.size(); ++i) {
-        out.push_back(fmt::format("{} ({})", listeners_[i]->address(), options_.endpoints[i].service));
+        out.push_back(fmt::format("{} ({})", listeners_[i]->address(), options_.endpoints[listener_endpoint_[i]].service));
     }
     return out;
 }

@@ -36,7 +36,7 @@ struct Gated {
         if (!service.empty()) {
             factory = services::find(service)->factory;
         }
-        options.endpoints.push_back(Endpoint{"127.0.0.1", 0, "test", factory});
+        options.endpoints.push_back(Endpoint{{"127.0.0.1"}, 0, "test", factory});
         options.proxy_protocol = proxy;
         options.proxy_deadline = deadline;
         server = std::make_unique<InProcessServer>(std::move(options));

@@ -73,7 +73,7 @@ bool descriptors_for(std::size_t needed) {
 // An echo server on 127.0.0.1 for `max_connections`, on the io_uring loop under test.
 std::unique_ptr<InProcessServer> echo_server(std::size_t max_connections) {
     TcpServerOptions options;
-    options.endpoints.push_back(Endpoint{"127.0.0.1", 0, "echo", services::find("echo")->factory});
+    options.endpoints.push_back(Endpoint{{"127.0.0.1"}, 0, "echo", services::find("echo")->factory});
     options.max_connections = max_connections;
     auto server = std::make_unique<InProcessServer>(std::move(options));
     REQUIRE(server->loop->backend().kind() == BackendKind::io_uring);

@@ -25,7 +25,7 @@ InProcessServer serving(std::string_view name) {
     const services::Service* service = services::find(name);
     REQUIRE(service != nullptr);
     TcpServerOptions options;
-    options.endpoints.push_back(Endpoint{"127.0.0.1", 0, std::string(name), service->factory});
+    options.endpoints.push_back(Endpoint{{"127.0.0.1"}, 0, std::string(name), service->factory});
     return InProcessServer(std::move(options));
 }
 

@@ -19,13 +19,13 @@ struct InProcessServer {
     std::unique_ptr<TcpServer> server;
     std::vector<std::uint16_t> ports;  // one per endpoint, in order
 
-    // Each endpoint's port is replaced by 0 (the kernel picks) and its host by 127.0.0.1.
+    // Each endpoint's port is replaced by 0 (the kernel picks) and its hosts by 127.0.0.1.
     explicit InProcessServer(TcpServerOptions options) {
         auto created = EventLoop::create(backend_under_test());
         REQUIRE(created.has_value());
         loop = std::move(created).value();
         for (auto& endpoint : options.endpoints) {
-            endpoint.host = "127.0.0.1";
+            endpoint.hosts = {"127.0.0.1"};
             endpoint.port = 0;
         }
         auto made = TcpServer::create(*loop, std::move(options));

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/unique_fd.hpp"
@@ -27,10 +28,17 @@ struct BoundSocket {
     std::uint16_t port = 0;  // the port really bound (the kernel's choice for port 0)
 };
 
-// Binds the first address `host` resolves to (numeric or a name), with SO_REUSEADDR and, for
-// IPv6, IPV6_V6ONLY. A name that does not resolve fails with errc::resolve_failed; every error
-// names the endpoint.
+// Binds the first address `host` resolves to (numeric or a name), with SO_REUSEADDR; an IPv6
+// address is IPV6_V6ONLY except the wildcard "::", which is dual-stack (IPv4 clients reach it
+// too). A name that does not resolve fails with errc::resolve_failed; every error names the
+// endpoint.
 Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const BindOptions& options);
+
+// Binds every address every host resolves to (duplicates once), all or none: on failure the
+// sockets already bound are closed. Port 0 is one port: the kernel picks it for the first address
+// and the others bind the same.
+Result<std::vector<BoundSocket>> bind_tcp_all(const std::vector<std::string>& hosts, std::uint16_t port,
+                                              const BindOptions& options);
 
 // "host:port" as users type it: IPv6 in brackets.
 std::string format_address(const sockaddr* addr);

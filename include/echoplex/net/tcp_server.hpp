@@ -18,10 +18,10 @@
 
 namespace echoplex {
 
-// One address to listen on and what its clients are served.
+// One port to listen on, at every address its hosts resolve to, and what its clients are served.
 struct Endpoint {
-    std::string host = "127.0.0.1";
-    std::uint16_t port = 0;        // 0: the kernel picks a free port
+    std::vector<std::string> hosts = {"127.0.0.1"};  // addresses or names ("::" is dual-stack)
+    std::uint16_t port = 0;        // 0: the kernel picks a free port, the same for every address
     std::string service = "echo";  // a name for logs and the startup line
     ProtocolFactory protocol;      // makes the protocol of each accepted connection
 };
@@ -47,14 +47,15 @@ std::string format_stats(const ServerStats& stats, bool proxy_protocol);
 
 class TcpServer final : public ConnectionOwner {
 public:
-    // Binds every endpoint or none: on failure the listeners already opened are closed again and
-    // the error names the address that failed.
+    // Binds every address of every endpoint or none: on failure the listeners already opened are
+    // closed again and the error names the address that failed.
     static Result<std::unique_ptr<TcpServer>> create(EventLoop& loop, TcpServerOptions options);
     TcpServer(const TcpServer&) = delete;
     TcpServer& operator=(const TcpServer&) = delete;
     ~TcpServer();
 
-    // The addresses really bound, in endpoint order ("127.0.0.1:50007").
+    // The addresses really bound, in endpoint order, an endpoint's addresses in the resolver's
+    // order ("127.0.0.1:50007", "[::1]:50007").
     std::vector<std::string> addresses() const;
     // The same with each endpoint's service: "127.0.0.1:50007 (echo)".
     std::vector<std::string> descriptions() const;
@@ -84,7 +85,8 @@ private:
     TcpServerOptions options_;
     BlockPool pool_;
     ServerStats stats_;
-    std::vector<std::unique_ptr<Listener>> listeners_;      // one per endpoint, same order
+    std::vector<std::unique_ptr<Listener>> listeners_;      // one per bound address, endpoint order
+    std::vector<std::size_t> listener_endpoint_;            // the endpoint each listener serves
     std::vector<std::unique_ptr<Connection>> connections_;  // indexed by fd
     std::vector<std::unique_ptr<Connection>> retired_;      // closed this batch, freed after it
     std::function<void()> on_shutdown_finished_;

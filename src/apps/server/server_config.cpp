@@ -42,6 +42,32 @@ PortSpec parse_port_item(std::string_view item) {
     return spec;
 }
 
+// An -H value: an address or a name, an IPv6 address with or without brackets; not a port.
+std::string parse_host(std::string_view text) {
+    if (text.empty()) {
+        throw cli::UsageError("--host: empty address");
+    }
+    if (text.front() == '[') {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos) {
+            throw cli::UsageError(fmt::format("--host: '{}' has no closing ']'", text));
+        }
+        if (close + 1 != text.size()) {
+            throw cli::UsageError(fmt::format("--host: '{}' has a port: give the address alone and the port with "
+                                              "-p (-H {} -p {})",
+                                              text, text.substr(0, close + 1), text.substr(close + 2)));
+        }
+        return std::string(text.substr(1, close - 1));
+    }
+    // One colon is host:port; an IPv6 address has at least two.
+    if (const auto colon = text.find(':'); colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+        throw cli::UsageError(fmt::format("--host: '{}' has a port: give the address alone and the port with -p "
+                                          "(-H {} -p {})",
+                                          text, text.substr(0, colon), text.substr(colon + 1)));
+    }
+    return std::string(text);
+}
+
 std::string services_help() {
     std::string text = "\nServices (--port PORT/SERVICE; --reply sets the one for ports given without):\n";
     for (const auto& service : services::all()) {
@@ -57,7 +83,7 @@ TcpServerOptions ServerConfig::server_options() const {
     for (const PortSpec& spec : ports) {
         const std::string& name = service_of(spec);
         const services::Service* service = services::find(name);
-        options.endpoints.push_back(Endpoint{host, spec.port, name, service->factory});
+        options.endpoints.push_back(Endpoint{hosts, spec.port, name, service->factory});
     }
     options.limits.high_watermark = high_watermark;
     options.limits.low_watermark = low_watermark;
@@ -76,6 +102,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     ServerConfig& c = args.config;
     bool backend_given = false;
     bool max_given = false;
+    bool hosts_given = false;
     bool high_given = false;
     bool low_given = false;
     bool ports_given = false;
@@ -94,8 +121,14 @@ ServerArgs parse_server_args(int argc, char** argv) {
                  backend_given = true;
              });
     p.option('H', "host", "ADDR",
-             "address to listen on (default 127.0.0.1; 0.0.0.0 or :: opens\nto the network; ::1 for IPv6 loopback)",
-             [&](std::string_view v) { c.host = std::string(v); });
+             "address or name to listen on, repeatable (default 127.0.0.1);\na name listens on every address it resolves to; 0.0.0.0 or\n:: (IPv4 and IPv6) opens to the network; ::1 for IPv6 loopback",
+             [&](std::string_view v) {
+                 if (!hosts_given) {
+                     c.hosts.clear();
+                     hosts_given = true;
+                 }
+                 c.hosts.push_back(parse_host(v));
+             });
     p.option('p', "port", "PORT[/SERVICE][,...]",
              "port(s) to listen on, repeatable (default 50007,50008), each\nwith its service (default echo, see below); 0 picks a free port",
              [&](std::string_view v) {
@@ -175,6 +208,10 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (c.backend == BackendKind::select && !max_given) {
         // What select can watch is the default; more is the user's choice, warned about at startup.
         c.max_connections = FD_SETSIZE - reserved_descriptors;
+    }
+    const auto given = [&](const char* host) { return std::find(c.hosts.begin(), c.hosts.end(), host) != c.hosts.end(); };
+    if (given("::") && given("0.0.0.0")) {
+        throw cli::UsageError("--host :: listens on IPv4 too (dual stack): drop --host 0.0.0.0");
     }
     if (c.ports.empty()) {
         throw cli::UsageError("--port: at least one port is needed");

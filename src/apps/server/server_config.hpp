@@ -26,7 +26,7 @@ inline constexpr std::size_t reserved_descriptors = 64;
 
 struct ServerConfig {
     BackendKind backend = available_backends().front();
-    std::string host = "127.0.0.1";
+    std::vector<std::string> hosts = {"127.0.0.1"};  // -H, repeatable; each port binds every address of each
     std::vector<PortSpec> ports = {{50007, {}}, {50008, {}}};  // the book's select-server pair
     std::string default_service = "echo";                      // --reply: for ports given without one
     std::size_t max_connections = 10000;      // with select and not given: FD_SETSIZE - reserved_descriptors

@@ -67,12 +67,12 @@ public:
         reserve.reuse_port = true;
         reserve.listen = false;
         for (const PortSpec& spec : config_.ports) {
-            auto bound = bind_tcp(config_.host, spec.port, reserve);
+            auto bound = bind_tcp_all(config_.hosts, spec.port, reserve);
             if (!bound) {
                 log::error("cannot listen: {}", bound.error().message());
                 return 1;
             }
-            role_ports_.push_back(bound->port);
+            role_ports_.push_back(bound->front().port);
             reserved_.push_back(std::move(bound).value());
         }
         WorkerGroupOptions options;
@@ -210,7 +210,9 @@ private:
         announced_ = true;
         std::vector<std::string> where;
         for (std::size_t k = 0; k < reserved_.size(); ++k) {
-            where.push_back(fmt::format("{} ({})", reserved_[k].address, config_.service_of(config_.ports[k])));
+            for (const BoundSocket& socket : reserved_[k]) {
+                where.push_back(fmt::format("{} ({})", socket.address, config_.service_of(config_.ports[k])));
+            }
         }
         std::fputs(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
                                config_.workers, backend_name(config_.backend))
@@ -274,7 +276,7 @@ private:
     }
 
     const ServerConfig& config_;
-    std::vector<BoundSocket> reserved_;
+    std::vector<std::vector<BoundSocket>> reserved_;  // per port: every address
     std::vector<std::uint16_t> role_ports_;
     std::vector<SlotStats> slots_;
     std::vector<std::size_t> awaited_;  // workers whose answer to a SIGUSR1 has not come yet

@@ -52,7 +52,7 @@ std::vector<std::uint16_t> port_numbers(const ServerConfig& c) {
 TEST_CASE("defaults are the book's two ports on loopback, raw echo, the best backend") {
     const ServerConfig c = parse({}).config;
     CHECK(port_numbers(c) == std::vector<std::uint16_t>{50007, 50008});
-    CHECK(c.host == "127.0.0.1");
+    CHECK(c.hosts == std::vector<std::string>{"127.0.0.1"});
     CHECK(c.service_of(c.ports[0]) == "echo");
     CHECK(c.backend == available_backends().front());
     CHECK(c.low_watermark < c.high_watermark);
@@ -190,6 +190,21 @@ TEST_CASE("with select, --max-connections defaults to what select can watch; giv
     CHECK(parse({"--backend=select"}).config.max_connections == FD_SETSIZE - reserved_descriptors);
     CHECK(parse({"--backend=select", "--max-connections=5000"}).config.max_connections == 5000);
     CHECK(parse({"--backend=poll"}).config.max_connections == 10000);
+}
+
+TEST_CASE("--host repeats, takes IPv6 with or without brackets, and refuses a port") {
+    CHECK(parse({"-H", "::1", "-H", "127.0.0.1"}).config.hosts == std::vector<std::string>{"::1", "127.0.0.1"});
+    CHECK(parse({"--host=[::1]"}).config.hosts == std::vector<std::string>{"::1"});
+    CHECK(parse({"--host=localhost"}).config.hosts == std::vector<std::string>{"localhost"});
+    CHECK(usage_error({"--host=localhost:80"}) ==
+          "--host: 'localhost:80' has a port: give the address alone and the port with -p (-H localhost -p 80)");
+    CHECK(usage_error({"--host=[::1]:80"}) ==
+          "--host: '[::1]:80' has a port: give the address alone and the port with -p (-H [::1] -p 80)");
+    CHECK(usage_error({"--host=[::1"}) == "--host: '[::1' has no closing ']'");
+    CHECK(usage_error({"-H", "::", "-H", "0.0.0.0"}) == "--host :: listens on IPv4 too (dual stack): drop --host 0.0.0.0");
+    const TcpServerOptions options = parse({"-H", "127.0.0.2", "-H", "127.0.0.3", "-p", "7"}).config.server_options();
+    REQUIRE(options.endpoints.size() == 1);
+    CHECK(options.endpoints[0].hosts == std::vector<std::string>{"127.0.0.2", "127.0.0.3"});
 }
 
 TEST_CASE("--workers: a number from 1 to 1024, or auto (one per usable CPU)") {

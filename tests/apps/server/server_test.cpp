@@ -512,6 +512,38 @@ TEST_CASE("IPv6 loopback: --host ::1 is announced as [::1]:PORT and echoes") {
     check_all_echoed(clients);
 }
 
+TEST_CASE("--host repeats: every address listens, and port 0 is one port for all of them") {
+    ServerProcess server({"--host", "127.0.0.2", "--host", "127.0.0.3", "--port", "0", "--port", "0/discard"});
+    MESSAGE(server.startup_line());
+    REQUIRE(server.ports().size() == 4);
+    CHECK(server.hosts() == std::vector<std::string>{"127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"});
+    CHECK(server.ports()[0] == server.ports()[1]);  // the echo port, on both addresses
+    CHECK(server.ports()[2] == server.ports()[3]);  // the discard port
+    CHECK(server.ports()[0] != server.ports()[2]);
+    CHECK(server.services() == std::vector<std::string>{"echo", "echo", "discard", "discard"});
+    for (const char* host : {"127.0.0.2", "127.0.0.3"}) {
+        Client c = echo_client(server.port(0), {}, host);
+        round_trip(c, std::string("hello at ") + host);
+    }
+    // Not on an address it was not given.
+    CHECK_THROWS(connect_to(server.port(0), "127.0.0.4"));
+}
+
+TEST_CASE("--host :: is one dual-stack socket: IPv4 and IPv6 clients are both served") {
+    if (!ipv6_loopback_available()) {
+        MESSAGE("skipped: ::1 is not available on this machine");
+        return;
+    }
+    ServerProcess server({"--host", "::", "--port", "0"});
+    MESSAGE(server.startup_line());
+    REQUIRE(server.ports().size() == 1);
+    CHECK(server.hosts()[0] == "::");
+    for (const char* host : {"127.0.0.1", "::1"}) {
+        Client c = echo_client(server.port(), {}, host);
+        round_trip(c, std::string("hello over ") + host);
+    }
+}
+
 }  // namespace
 }  // namespace echoplex::test
 

@@ -42,7 +42,7 @@ struct Setup {
         REQUIRE(created.has_value());
         loop = std::move(created).value();
         TcpServerOptions options;
-        options.endpoints.push_back(Endpoint{"127.0.0.1", 0, "echo", services::find("echo")->factory});
+        options.endpoints.push_back(Endpoint{{"127.0.0.1"}, 0, "echo", services::find("echo")->factory});
         auto made = TcpServer::create(*loop, std::move(options));
         REQUIRE(made.has_value());
         server = std::move(made).value();
