@@ -135,11 +135,13 @@ Result<void> WorkerGroup::fork_worker(std::size_t index, const Handlers& handler
     // Output buffered now would be written twice, once by each process.
     std::fflush(stdout);
     std::fflush(stderr);
+    log::flush(std::chrono::milliseconds(0));
     const pid_t pid = ::fork();
     if (pid < 0) {
         return Error::from_errno("fork");
     }
     if (pid == 0) {
+        log::after_fork();  // the master writes what it had queued
         for (const int signo : options_.signals) {
             std::signal(signo, SIG_IGN);
         }

@@ -31,8 +31,29 @@ std::string server_binary() {
     return bin;
 }
 
+std::string without_log_stamps(const std::string& text) {
+    static const std::regex stamped(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (.+?) (error|warn|info|debug): (.*)$)");
+    std::string out;
+    out.reserve(text.size());
+    std::size_t start = 0;
+    while (start < text.size()) {
+        const auto end = text.find('\n', start);
+        const std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        std::smatch m;
+        out += std::regex_match(line, m, stamped) ? m[1].str() + ": " + m[3].str() : line;
+        if (end == std::string::npos) {
+            break;
+        }
+        out += '\n';
+        start = end + 1;
+    }
+    return out;
+}
+
 RunResult run_server_to_completion(const std::vector<std::string>& args, milliseconds timeout) {
-    return run_to_completion(server_binary(), args, timeout);
+    RunResult r = run_to_completion(server_binary(), args, timeout);
+    r.err = without_log_stamps(r.err);
+    return r;
 }
 
 std::optional<Stats> parse_stats_line(const std::string& line) {
@@ -253,9 +274,9 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args, const ServerO
 }
 
 std::optional<Stats> ServerProcess::wait_stats_line(std::size_t count, milliseconds timeout) const {
-    child_.wait_output([count](const std::string&, const std::string& err) { return stats_lines(err).size() >= count; },
+    child_.wait_output([count](const std::string&, const std::string& err) { return stats_lines(without_log_stamps(err)).size() >= count; },
                        timeout);
-    const auto all = stats_lines(child_.stderr_text());
+    const auto all = stats_lines(stderr_text());
     if (all.size() < count) {
         return std::nullopt;
     }

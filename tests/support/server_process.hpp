@@ -16,6 +16,10 @@
 
 namespace echoplex::test {
 
+// Each log line "2026-12-02T05:32:08.123Z echoplex info: message" as "echoplex: message" (the
+// server's timestamped format, see log.hpp); other lines as they are.
+std::string without_log_stamps(const std::string& text);
+
 // The program under test: $ECHOPLEX_BIN (meson sets it). Throws when unset.
 std::string server_binary();
 
@@ -101,10 +105,14 @@ public:
     bool running() { return child_.running(); }
     // Waits (bounded) until `pred(stderr)` holds; returns its last value.
     bool wait_stderr(const std::function<bool(const std::string& err)>& pred, std::chrono::milliseconds timeout) const {
-        return child_.wait_output([&](const std::string&, const std::string& err) { return pred(err); }, timeout);
+        return child_.wait_output([&](const std::string&, const std::string& err) { return pred(without_log_stamps(err)); },
+                                  timeout);
     }
     std::string stdout_text() const { return child_.stdout_text(); }
-    std::string stderr_text() const { return child_.stderr_text(); }
+    // stderr with each log line's timestamp and level taken out ("echoplex: message", as the
+    // tests match it); raw_stderr_text() as written.
+    std::string stderr_text() const { return without_log_stamps(child_.stderr_text()); }
+    std::string raw_stderr_text() const { return child_.stderr_text(); }
 
     // Waits until stderr holds at least `count` stats lines; returns the last one.
     std::optional<Stats> wait_stats_line(std::size_t count, std::chrono::milliseconds timeout) const;

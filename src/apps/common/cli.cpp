@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "echoplex/io/log.hpp"
+
 namespace echoplex::cli {
 
 Parser::Parser(std::string program, std::string synopsis, std::string description)
@@ -214,15 +216,22 @@ std::vector<std::string_view> split_list(std::string_view option, std::string_vi
 }
 
 int run_main(std::string_view program, const std::function<int()>& body) {
+    int status = 1;
     try {
-        return body();
+        status = body();
     } catch (const UsageError& e) {
+        log::flush(std::chrono::milliseconds(0));  // a line queued before it stays before it
         std::fputs(fmt::format("{}: {} (try '{} --help')\n", program, e.what(), program).c_str(), stderr);
-        return 2;
+        status = 2;
     } catch (const std::exception& e) {
+        log::flush(std::chrono::milliseconds(0));
         std::fputs(fmt::format("{}: {}\n", program, e.what()).c_str(), stderr);
-        return 1;
+        status = 1;
     }
+    // What the log still holds gets a second to go out; a reader that takes nothing longer is
+    // not waited for.
+    log::flush(exit_flush_timeout);
+    return status;
 }
 
 }  // namespace echoplex::cli

@@ -2,6 +2,7 @@
 // repeatable options, positionals, generated --help, and one-line usage errors.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -67,6 +68,9 @@ double parse_seconds(std::string_view option, std::string_view text);
 std::size_t parse_choice(std::string_view option, std::string_view text, const std::vector<std::string_view>& choices);
 // "a,b,c" -> {"a","b","c"}; empty items are an error.
 std::vector<std::string_view> split_list(std::string_view option, std::string_view text);
+
+// How long a program's end waits for queued log output to be written.
+inline constexpr std::chrono::milliseconds exit_flush_timeout{1000};
 
 // The edge of every program: runs `body`, turns UsageError into one line + exit 2 and any other
 // exception into one line + exit 1.

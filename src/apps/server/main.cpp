@@ -21,6 +21,8 @@ int run_server(int argc, char** argv) {
     }
     const ServerConfig& config = args.config;
     log::set_level(config.log_level);
+    // A daemon's lines say when and how bad; journald reads a priority prefix and adds the time.
+    log::set_format(log::stderr_is_journal() ? log::Format::journal : log::Format::timestamped);
     // Belt and braces with MSG_NOSIGNAL: no write to a vanished client may kill the server.
     std::signal(SIGPIPE, SIG_IGN);
     return config.workers > 1 ? run_workers(config) : serve(config);

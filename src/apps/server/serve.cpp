@@ -15,6 +15,7 @@
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"
+#include "echoplex/io/log_pump.hpp"
 #include "echoplex/net/tcp_server.hpp"
 #include "echoplex/net/worker_link.hpp"
 #include "program.hpp"
@@ -90,6 +91,7 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
     }
     EventLoop& l = **loop;
     TcpServer& s = **server;
+    const LogPump log_pump(l);  // from here on, a stalled stderr or stdout waits in the log's queue
     // After the listeners bound, so that a failure to start stays one line.
     // What is the same for every worker is said once, by the first.
     const bool speaks_for_all = worker == nullptr || worker->channel.index == 0;
@@ -135,11 +137,8 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
             return 1;
         }
         // The one line scripts read: every address really bound with its service, and the backend.
-        std::fputs(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
-                               backend_name(config.backend))
-                       .c_str(),
-                   stdout);
-        std::fflush(stdout);
+        log::print(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
+                               backend_name(config.backend)));
     } else {
         const int report_fd = worker->channel.report_fd;
         report_stats = [&s, report_fd] { report_line(report_fd, worker_wire::stats_report(worker_wire::stats_tag, s.stats())); };

@@ -185,8 +185,14 @@ ServerArgs parse_server_args(int argc, char** argv) {
                  c.workers = v == "auto" ? std::min(usable_cpus(), max_workers)
                                          : static_cast<std::size_t>(cli::parse_int("--workers", v, 1, max_workers));
              });
-    p.flag('v', "verbose", "log every connection (repeat for more)", [&] { ++verbosity; });
-    p.flag('q', "quiet", "log errors only", [&] { --verbosity; });
+    p.flag('v', "verbose", "log every connection (--log-level=debug)", [&] { ++verbosity; });
+    p.flag('q', "quiet", "log errors only (--log-level=error)", [&] { --verbosity; });
+    std::optional<log::Level> level;
+    p.option(0, "log-level", "LEVEL",
+             "error|warn|info|debug: what is logged (default info:\nstartup, signals, statistics, problems)",
+             [&](std::string_view v) {
+                 level = static_cast<log::Level>(cli::parse_choice("--log-level", v, {"error", "warn", "info", "debug"}));
+             });
     p.parse(argc, argv);
 
     if (args.action == ServerArgs::Action::help) {
@@ -238,7 +244,10 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (c.proxy_timeout_s < 0.001) {
         throw cli::UsageError("--proxy-timeout must be at least 1ms (default 5s)");
     }
-    c.log_level = verbosity < 0 ? log::Level::error : verbosity == 0 ? log::Level::info : log::Level::debug;
+    c.log_level = level ? *level
+                : verbosity < 0 ? log::Level::error
+                : verbosity == 0 ? log::Level::info
+                                 : log::Level::debug;
     return args;
 }
 

@@ -60,6 +60,7 @@ public:
     explicit Master(const ServerConfig& config) : config_(config), slots_(config.workers) {}
 
     int run() {
+        log::prepare();  // before the workers: they inherit the log's descriptors instead of opening their own
         // Every port bound here first, not listening: port 0 becomes one port for all workers, a
         // port taken by another program fails before any worker starts, and the port stays ours
         // while a worker is replaced.
@@ -102,7 +103,7 @@ public:
 private:
     int worker_main(const WorkerChannel& channel) {
         reserved_.clear();  // the master's; the worker binds its own
-        log::set_program(fmt::format("echoplex worker {}", channel.index + 1));
+        log::set_context(fmt::format("worker {}", channel.index + 1));
         const WorkerRole role{channel, role_ports_};
         return serve(config_, &role);
     }
@@ -214,11 +215,8 @@ private:
                 where.push_back(fmt::format("{} ({})", socket.address, config_.service_of(config_.ports[k])));
             }
         }
-        std::fputs(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
-                               config_.workers, backend_name(config_.backend))
-                       .c_str(),
-                   stdout);
-        std::fflush(stdout);
+        log::print(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
+                               config_.workers, backend_name(config_.backend)));
     }
 
     // Once, however many workers fail: the first reason, then every worker is told to exit now.

@@ -20,6 +20,7 @@
 #include "cli.hpp"
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"
+#include "echoplex/io/log_pump.hpp"
 #include "echoplex/net/worker_group.hpp"
 #include "load_run.hpp"
 #include "program.hpp"
@@ -228,6 +229,7 @@ Result<RunResult> run_share(const LoadSettings& share) {
     if (!loop) {
         return std::move(loop).error();
     }
+    const LogPump log_pump(**loop);
     ProgressLine line;
     ProgressFn progress;
     if (share.progress) {
