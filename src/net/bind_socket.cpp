@@ -2,6 +2,7 @@
 #include "echoplex/net/bind_socket.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -156,6 +157,40 @@ Result<std::vector<BoundSocket>> bind_tcp_all(const std::vector<std::string>& ho
         }
     }
     return out;
+}
+
+Result<BoundSocket> adopt_listening_socket(int fd) {
+    const std::string which = fmt::format("(passed descriptor {})", fd);
+    auto fail = [&](const char* call, int err) {
+        Error e = Error::from_errno(call, err);
+        e.context = which;
+        return e;
+    };
+    int type = 0;
+    int listening = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        return fail("getsockopt(SO_TYPE)", errno);
+    }
+    len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0) {
+        return fail("getsockopt(SO_ACCEPTCONN)", errno);
+    }
+    sockaddr_storage bound{};
+    len = sizeof bound;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) < 0) {
+        return fail("getsockname", errno);
+    }
+    if (type != SOCK_STREAM || listening == 0 || (bound.ss_family != AF_INET && bound.ss_family != AF_INET6)) {
+        return Error{"adopt", make_error_code(errc::bad_argument),
+                     fmt::format("{}: not a listening TCP socket (give ListenStream= sockets)", which)};
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        return fail("fcntl", errno);
+    }
+    const auto* addr = reinterpret_cast<const sockaddr*>(&bound);
+    return BoundSocket{UniqueFd(fd), format_address(addr), port_of(addr)};
 }
 
 }  // namespace echoplex

@@ -34,7 +34,16 @@ Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerO
         BindOptions bind_options;
         bind_options.backlog = self->options_.backlog;
         bind_options.reuse_port = self->options_.reuse_port;
-        auto bound = bind_tcp_all(endpoint.hosts, endpoint.port, bind_options);
+        Result<std::vector<BoundSocket>> bound = std::vector<BoundSocket>{};
+        if (endpoint.listen_fd >= 0) {
+            auto adopted = adopt_listening_socket(endpoint.listen_fd);
+            if (!adopted) {
+                return std::move(adopted).error();
+            }
+            bound->push_back(std::move(adopted).value());
+        } else {
+            bound = bind_tcp_all(endpoint.hosts, endpoint.port, bind_options);
+        }
         if (!bound) {
             return std::move(bound).error();  // `server` closes the ones already bound
         }

@@ -31,6 +31,22 @@ std::string server_binary() {
     return bin;
 }
 
+std::string resolve_program(const std::string& name) {
+    if (name.find('/') != std::string::npos) {
+        return name;
+    }
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+        const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+    }
+    return name;  // execv fails and the child exits 127 with a line on stderr
+}
+
 std::string without_log_stamps(const std::string& text) {
     static const std::regex stamped(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (.+?) (error|warn|info|debug): (.*)$)");
     std::string out;
@@ -99,23 +115,6 @@ std::size_t count_stats_prefixed_lines(const std::string& text) {
 
 namespace {
 
-// A program name without a slash looked up in $PATH (execv does not search; execvp is not
-// async-signal-safe, so the lookup happens before fork).
-std::string resolve_program(const std::string& name) {
-    if (name.find('/') != std::string::npos) {
-        return name;
-    }
-    const char* path = std::getenv("PATH");
-    std::istringstream dirs(path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin");
-    std::string dir;
-    while (std::getline(dirs, dir, ':')) {
-        const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return candidate;
-        }
-    }
-    return name;  // execv fails and the child exits 127 with a line on stderr
-}
 
 bool is_valgrind(const std::vector<std::string>& wrapper) {
     if (wrapper.empty()) {

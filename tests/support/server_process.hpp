@@ -16,6 +16,10 @@
 
 namespace echoplex::test {
 
+// A program name without a slash looked up in $PATH (execv does not search; execvp is not
+// async-signal-safe, so the lookup happens before fork); the name itself when not found.
+std::string resolve_program(const std::string& name);
+
 // Each log line "2026-12-02T05:32:08.123Z echoplex info: message" as "echoplex: message" (the
 // server's timestamped format, see log.hpp); other lines as they are.
 std::string without_log_stamps(const std::string& text);

@@ -40,6 +40,11 @@ Result<BoundSocket> bind_tcp(const std::string& host, std::uint16_t port, const 
 Result<std::vector<BoundSocket>> bind_tcp_all(const std::vector<std::string>& hosts, std::uint16_t port,
                                               const BindOptions& options);
 
+// Takes over `fd`, a socket bound and listening already (passed by systemd's socket activation):
+// checks that it is a listening TCP socket, makes it non-blocking and close-on-exec. On failure
+// the descriptor is left open and the error says what it is instead.
+Result<BoundSocket> adopt_listening_socket(int fd);
+
 // "host:port" as users type it: IPv6 in brackets.
 std::string format_address(const sockaddr* addr);
 

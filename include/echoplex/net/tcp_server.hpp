@@ -24,6 +24,9 @@ struct Endpoint {
     std::uint16_t port = 0;        // 0: the kernel picks a free port, the same for every address
     std::string service = "echo";  // a name for logs and the startup line
     ProtocolFactory protocol;      // makes the protocol of each accepted connection
+    // A socket bound and listening already (systemd's socket activation), which the server takes
+    // over instead of binding hosts and port; -1: bind them.
+    int listen_fd = -1;
 };
 
 struct TcpServerOptions {

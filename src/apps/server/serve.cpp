@@ -2,6 +2,7 @@
 #include "serve.hpp"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -73,15 +74,20 @@ int fail_to_start(const WorkerRole* worker, const std::string& line) {
 
 }  // namespace
 
-int serve(const ServerConfig& config, const WorkerRole* worker) {
+std::string notify_status(const ServerStats& stats) {
+    return fmt::format("STATUS=serving: {} open, {} accepted, {} refused", stats.open, stats.accepted, stats.refused);
+}
+
+int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::Notifier* notifier) {
     auto loop = EventLoop::create(config.backend);
     if (!loop) {
         return fail_to_start(worker, backend_failure(config.backend, loop.error()));
     }
     TcpServerOptions options = config.server_options();
     if (worker != nullptr) {
-        for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
-            options.endpoints[i].port = worker->ports.at(i);
+        // The --port endpoints come first, the passed sockets (shared by every worker) after them.
+        for (std::size_t i = 0; i < worker->ports.size(); ++i) {
+            options.endpoints[i].port = worker->ports[i];
         }
         options.reuse_port = true;
     }
@@ -112,13 +118,16 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
         }
         if (worker == nullptr) {
             log::info("{} received: draining (up to {}s; again to exit now)", why, config.drain_timeout_s);
+            if (notifier != nullptr) {
+                notifier->send(fmt::format("STOPPING=1\nSTATUS=draining {} connection(s)", s.stats().open));
+            }
         }
         s.shutdown([&] { l.stop(); });
     };
 
     std::unique_ptr<WorkerLink> link;
     std::function<void()> report_stats;  // a worker's: to the master, on request and every period
-    std::function<void()> tick;
+    std::function<void()> tick;  // a periodic report: the worker's to the master, or systemd's STATUS=
     if (worker == nullptr) {
         for (const int signo : {SIGINT, SIGTERM}) {
             if (auto watching = l.on_signal(signo, [&](int n) { stop(fmt::format("SIG{}", sigabbrev_np(n))); }); !watching) {
@@ -139,6 +148,14 @@ int serve(const ServerConfig& config, const WorkerRole* worker) {
         // The one line scripts read: every address really bound with its service, and the backend.
         log::print(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
                                backend_name(config.backend)));
+        if (notifier != nullptr && notifier->active()) {
+            notifier->send(fmt::format("READY=1\nMAINPID={}\n{}", ::getpid(), notify_status(s.stats())));
+            tick = [&] {
+                notifier->send(notify_status(s.stats()));
+                l.add_timer(notify_status_period, tick);
+            };
+            l.add_timer(notify_status_period, tick);
+        }
     } else {
         const int report_fd = worker->channel.report_fd;
         report_stats = [&s, report_fd] { report_line(report_fd, worker_wire::stats_report(worker_wire::stats_tag, s.stats())); };

@@ -85,6 +85,11 @@ TcpServerOptions ServerConfig::server_options() const {
         const services::Service* service = services::find(name);
         options.endpoints.push_back(Endpoint{hosts, spec.port, name, service->factory});
     }
+    for (const systemd::PassedSocket& socket : passed) {
+        const services::Service* named = services::find(socket.name);
+        const services::Service* service = named != nullptr ? named : services::find(default_service);
+        options.endpoints.push_back(Endpoint{{}, 0, std::string(service->name), service->factory, socket.fd});
+    }
     options.limits.high_watermark = high_watermark;
     options.limits.low_watermark = low_watermark;
     options.limits.linger_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(drain_timeout_s * 1000.0));
@@ -222,6 +227,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (c.ports.empty()) {
         throw cli::UsageError("--port: at least one port is needed");
     }
+    c.ports_given = ports_given;
     if (c.low_watermark > c.high_watermark) {
         // Blame what was typed: a default is not the user's mistake.
         if (!low_given) {

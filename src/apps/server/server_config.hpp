@@ -10,6 +10,7 @@
 #include "echoplex/io/backend.hpp"
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/tcp_server.hpp"
+#include "systemd.hpp"
 
 namespace echoplex {
 
@@ -39,12 +40,17 @@ struct ServerConfig {
     double proxy_timeout_s = 5;               // ... complete within this long
     log::Level log_level = log::Level::info;
     std::size_t workers = 1;                  // processes, each with its own loop (--workers)
+    bool ports_given = false;                 // --port on the command line (else the defaults)
+    // Listening sockets systemd passed (socket activation), served after the ports; each serves
+    // the service its name says, or the default one. With them and no --port, only they are served.
+    std::vector<systemd::PassedSocket> passed;
 
     // The service a port serves: its own, else the default.
     const std::string& service_of(const PortSpec& spec) const noexcept {
         return spec.service.empty() ? default_service : spec.service;
     }
-    // What the TCP server is told: an endpoint per port with its service's protocol.
+    // What the TCP server is told: an endpoint per port with its service's protocol, in --port
+    // order, then one per passed socket.
     TcpServerOptions server_options() const;
 };
 

@@ -1,7 +1,9 @@
 // The --workers master: supervises, relays, sums; serves nothing itself.
 #include "workers.hpp"
 
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -23,6 +25,16 @@ namespace echoplex {
 namespace {
 
 using namespace std::chrono_literals;
+
+// "127.0.0.1:50007" for a socket systemd passed.
+std::string describe_passed(int fd) {
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) < 0) {
+        return fmt::format("descriptor {}", fd);
+    }
+    return format_address(reinterpret_cast<const sockaddr*>(&bound));
+}
 
 // How long SIGUSR1 waits for every worker's fresh counts before printing what it has.
 constexpr auto stats_wait = 1000ms;
@@ -57,7 +69,8 @@ ServerStats& operator+=(ServerStats& sum, const ServerStats& s) {
 
 class Master {
 public:
-    explicit Master(const ServerConfig& config) : config_(config), slots_(config.workers) {}
+    Master(const ServerConfig& config, const systemd::Notifier& notifier)
+        : config_(config), notifier_(notifier), slots_(config.workers) {}
 
     int run() {
         log::prepare();  // before the workers: they inherit the log's descriptors instead of opening their own
@@ -197,6 +210,7 @@ private:
             group_->stop();
             log::info("SIG{} received: draining {} workers (up to {}s; again to exit now)", sigabbrev_np(signo),
                       group_->running(), config_.drain_timeout_s);
+            notifier_.send(fmt::format("STOPPING=1\nSTATUS=draining {} connection(s)", summed().open));
         } else {
             log::warn("SIG{} again: workers exit now, dropping queued output", sigabbrev_np(signo));
             exit_status_ = 1;
@@ -215,8 +229,16 @@ private:
                 where.push_back(fmt::format("{} ({})", socket.address, config_.service_of(config_.ports[k])));
             }
         }
+        const TcpServerOptions options = config_.server_options();
+        for (std::size_t k = reserved_.size(); k < options.endpoints.size(); ++k) {
+            where.push_back(fmt::format("{} ({})", describe_passed(options.endpoints[k].listen_fd), options.endpoints[k].service));
+        }
         log::print(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
                                config_.workers, backend_name(config_.backend)));
+        if (notifier_.active()) {
+            notifier_.send(fmt::format("READY=1\nMAINPID={}\n{}", ::getpid(), notify_status(summed())));
+            keep_status_fresh();
+        }
     }
 
     // Once, however many workers fail: the first reason, then every worker is told to exit now.
@@ -254,9 +276,7 @@ private:
         });
     }
 
-    // The summed line (the same format as one process's, plus the workers), then with -v one line
-    // per worker.
-    void print_stats() {
+    ServerStats summed() const {
         ServerStats sum;
         for (const SlotStats& slot : slots_) {
             ServerStats s = slot.retired;
@@ -264,6 +284,22 @@ private:
             s.peak = slot.peak;
             sum += s;
         }
+        return sum;
+    }
+
+    void keep_status_fresh() {
+        group_->after(notify_status_period, [this] {
+            if (!stopping_) {
+                notifier_.send(notify_status(summed()));
+                keep_status_fresh();
+            }
+        });
+    }
+
+    // The summed line (the same format as one process's, plus the workers), then with -v one line
+    // per worker.
+    void print_stats() {
+        const ServerStats sum = summed();
         log::info("{} workers={} restarts={}", format_stats(sum, config_.proxy_protocol), config_.workers, restarts_);
         for (std::size_t i = 0; i < slots_.size(); ++i) {
             ServerStats s = slots_[i].retired;
@@ -274,6 +310,7 @@ private:
     }
 
     const ServerConfig& config_;
+    const systemd::Notifier& notifier_;
     std::vector<std::vector<BoundSocket>> reserved_;  // per port: every address
     std::vector<std::uint16_t> role_ports_;
     std::vector<SlotStats> slots_;
@@ -291,6 +328,6 @@ private:
 
 }  // namespace
 
-int run_workers(const ServerConfig& config) { return Master(config).run(); }
+int run_workers(const ServerConfig& config, const systemd::Notifier& notifier) { return Master(config, notifier).run(); }
 
 }  // namespace echoplex

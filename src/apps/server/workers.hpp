@@ -2,6 +2,7 @@
 #pragma once
 
 #include "server_config.hpp"
+#include "systemd.hpp"
 
 namespace echoplex {
 
@@ -9,6 +10,7 @@ namespace echoplex {
 // with SO_REUSEPORT, prints the startup line once all are serving, relays SIGINT/SIGTERM/SIGUSR1,
 // replaces workers that die, and prints the summed stats on SIGUSR1 and at exit. Returns the exit
 // status: 0 when every worker stopped cleanly after a stop signal, 1 otherwise.
-int run_workers(const ServerConfig& config);
+// `notifier` gets READY=1 once every worker serves, STATUS= now and then, STOPPING=1 on a stop.
+int run_workers(const ServerConfig& config, const systemd::Notifier& notifier);
 
 }  // namespace echoplex

@@ -2,13 +2,17 @@
 #include "server_config.hpp"
 
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "cli.hpp"
+#include "echoplex/net/bind_socket.hpp"
 #include "echoplex/net/worker_group.hpp"
+#include "systemd.hpp"
 #include "support/doctest.hpp"
 
 namespace echoplex {
@@ -214,6 +218,57 @@ TEST_CASE("--workers: a number from 1 to 1024, or auto (one per usable CPU)") {
     CHECK(parse({"--workers=auto"}).config.workers == usable_cpus());
     CHECK(usage_error({"--workers=0"}).find("--workers") == 0);
     CHECK(usage_error({"--workers=1025"}).find("--workers") == 0);
+}
+
+TEST_CASE("LISTEN_FDS: only for the process LISTEN_PID names; a bad count is an error; the variables are consumed") {
+    ::setenv("LISTEN_PID", std::to_string(::getpid() + 1).c_str(), 1);
+    ::setenv("LISTEN_FDS", "2", 1);
+    auto other = systemd::take_listen_fds();
+    REQUIRE(other.has_value());
+    CHECK(other->empty());
+    CHECK(std::getenv("LISTEN_FDS") == nullptr);
+    CHECK(std::getenv("LISTEN_PID") == nullptr);
+
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::setenv("LISTEN_FDS", "many", 1);
+    auto bad = systemd::take_listen_fds();
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().message().find("LISTEN_FDS") == 0);
+
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::setenv("LISTEN_FDS", "2", 1);
+    ::setenv("LISTEN_FDNAMES", "echo:discard", 1);
+    auto two = systemd::take_listen_fds();
+    REQUIRE(two.has_value());
+    REQUIRE(two->size() == 2);
+    CHECK((*two)[0].fd == 3);
+    CHECK((*two)[0].name == "echo");
+    CHECK((*two)[1].fd == 4);
+    CHECK((*two)[1].name == "discard");
+}
+
+TEST_CASE("passed sockets serve the service their name gives, or the default one; the --port endpoints come first") {
+    ServerConfig c = parse({"-p", "7/chargen", "--reply=stamp"}).config;
+    c.passed = {{3, "discard"}, {4, "echoplex.socket"}};
+    const TcpServerOptions options = c.server_options();
+    REQUIRE(options.endpoints.size() == 3);
+    CHECK(options.endpoints[0].service == "chargen");
+    CHECK(options.endpoints[0].listen_fd == -1);
+    CHECK(options.endpoints[1].service == "discard");
+    CHECK(options.endpoints[1].listen_fd == 3);
+    CHECK(options.endpoints[2].service == "stamp");  // an unknown name: the --reply service
+    CHECK(options.endpoints[2].listen_fd == 4);
+}
+
+TEST_CASE("a passed descriptor that is not a listening TCP socket is refused, naming it") {
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    auto adopted = adopt_listening_socket(pair[0]);
+    REQUIRE_FALSE(adopted.has_value());
+    CHECK(adopted.error().message().find("(passed descriptor " + std::to_string(pair[0]) + "): not a listening TCP socket") !=
+          std::string::npos);
+    ::close(pair[0]);
+    ::close(pair[1]);
 }
 
 TEST_CASE("run_main turns a usage error into exit 2 and any other failure into exit 1") {
