@@ -150,7 +150,7 @@ TEST_CASE("help and version are actions, not errors") {
     CHECK(help.text.starts_with("Usage: echoplex"));
     for (const char* flag : {"--backend", "--port", "--host", "--reply", "--max-connections", "--high-watermark",
                              "--low-watermark", "--idle-timeout", "--drain-timeout", "--proxy-protocol",
-                             "--proxy-timeout", "--version"}) {
+                             "--proxy-timeout", "--workers", "--log-level", "--version"}) {
         CHECK_MESSAGE(help.text.find(flag) != std::string::npos, flag);
     }
     for (const char* service : {"echo ", "stamp ", "discard ", "chargen ", "daytime "}) {

@@ -120,7 +120,10 @@ TEST_CASE("--workers=2: one port announced once, 200 connections land on both wo
     const auto busy = sockets_by_worker(server);
     REQUIRE(busy.size() == 2);
     std::size_t total = 0;
-    for (const auto& [pid, n] : busy) {
+    for (const auto& entry : busy) {
+        // Not a structured binding: clang 14 cannot capture one in doctest's message lambdas.
+        const pid_t pid = entry.first;
+        const std::size_t n = entry.second;
         const std::size_t clients_here = n - idle.at(pid);
         MESSAGE("worker pid ", pid, ": ", clients_here, " client sockets");
         CHECK_MESSAGE(clients_here > 0, "worker ", pid, " got none of the 200 connections");
@@ -143,7 +146,10 @@ TEST_CASE("--workers=2: one port announced once, 200 connections land on both wo
             reported[static_cast<pid_t>(std::stol(m[1].str()))] = std::stoul(m[2].str());
         }
     }
-    for (const auto& [pid, n] : busy) {
+    for (const auto& entry : busy) {
+        // Not a structured binding: clang 14 cannot capture one in doctest's message lambdas.
+        const pid_t pid = entry.first;
+        const std::size_t n = entry.second;
         CHECK_MESSAGE(reported.count(pid) == 1, "no stats line for worker pid ", pid);
         per_worker_open += reported[pid];
         CHECK(reported[pid] == n - idle.at(pid));
@@ -218,7 +224,10 @@ TEST_CASE("SIGTERM drains every worker: the echo of every byte read is delivered
     }
     REQUIRE_MESSAGE(all_open, "the workers never held all ", clients.size(), " clients");
     const auto busy = sockets_by_worker(server);
-    for (const auto& [pid, n] : busy) {
+    for (const auto& entry : busy) {
+        // Not a structured binding: clang 14 cannot capture one in doctest's message lambdas.
+        const pid_t pid = entry.first;
+        const std::size_t n = entry.second;
         CHECK_MESSAGE(n > idle.at(pid), "worker ", pid, " holds none of the clients");
     }
     const std::size_t before = stats_lines(server.stderr_text()).size();
