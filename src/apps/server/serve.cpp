@@ -98,8 +98,8 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
     EventLoop& l = **loop;
     TcpServer& s = **server;
     const LogPump log_pump(l);  // from here on, a stalled stderr or stdout waits in the log's queue
-    // After the listeners bound, so that a failure to start stays one line.
-    // What is the same for every worker is said once, by the first.
+    // After the listeners bound, so that a failure to start stays one line; what is the same for
+    // every worker is said once, by the first.
     const bool speaks_for_all = worker == nullptr || worker->channel.index == 0;
     raise_descriptor_limit(config.max_connections, speaks_for_all);
     if (speaks_for_all) {
