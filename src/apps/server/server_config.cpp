@@ -206,7 +206,11 @@ ServerArgs parse_server_args(int argc, char** argv) {
                     "SIGUSR1 prints statistics; SIGHUP is logged and ignored. With --workers the\n"
                     "master takes the signals and relays them, sums the workers' statistics (-v: one\n"
                     "line each too), and replaces a worker that dies. Exit status: 0 ok (every worker\n"
-                    "stopped cleanly), 1 runtime failure, 2 usage error.\n";
+                    "stopped cleanly), 1 runtime failure, 2 usage error.\n"
+                    "\nUnder systemd: listening sockets passed by socket activation (LISTEN_FDS) are\n"
+                    "served, each with the service its FileDescriptorName= names (without --port, only\n"
+                    "they are); READY=1, STATUS= and STOPPING=1 go to NOTIFY_SOCKET; in the journal,\n"
+                    "log lines carry <N> priorities instead of timestamps (deploy/echoplex.service).\n";
         return args;
     }
     if (args.action == ServerArgs::Action::version) {

@@ -153,6 +153,8 @@ TEST_CASE("help and version are actions, not errors") {
                              "--proxy-timeout", "--workers", "--log-level", "--version"}) {
         CHECK_MESSAGE(help.text.find(flag) != std::string::npos, flag);
     }
+    CHECK(help.text.find("LISTEN_FDS") != std::string::npos);
+    CHECK(help.text.find("NOTIFY_SOCKET") != std::string::npos);
     for (const char* service : {"echo ", "stamp ", "discard ", "chargen ", "daytime "}) {
         CHECK_MESSAGE(help.text.find(std::string("  ") + service) != std::string::npos, service);
     }
