@@ -5,9 +5,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 # haproxy for the deploy/haproxy.cfg suite (tests/deploy/haproxy_test.cpp), systemd for
-# systemd-socket-activate and systemd-analyze (tests/apps/server/systemd_test.cpp); both suites
+# systemd-socket-activate and systemd-analyze (tests/apps/server/systemd_test.cpp), prometheus for
+# promtool (tests/apps/server/metrics_test.cpp); those suites
 # skip what is missing.
-bash "$root/scripts/deps.sh" haproxy systemd
+bash "$root/scripts/deps.sh" haproxy systemd prometheus
 bash "$root/scripts/build.sh" "$@"
 status=0
 meson test -C "$build" --print-errorlogs || status=$?

@@ -19,6 +19,9 @@
 #include "echoplex/io/log_pump.hpp"
 #include "echoplex/net/tcp_server.hpp"
 #include "echoplex/net/worker_link.hpp"
+#include "echoplex/config.h"
+#include "echoplex/services/http_metrics.hpp"
+#include "metrics.hpp"
 #include "program.hpp"
 #include "worker_wire.hpp"
 
@@ -97,6 +100,24 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
     }
     EventLoop& l = **loop;
     TcpServer& s = **server;
+    // --metrics: a server of its own on the same loop, so that scrapes are not counted as clients.
+    std::unique_ptr<TcpServer> metrics;
+    if (config.metrics && worker == nullptr) {
+        const double started = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+        TcpServerOptions m;
+        m.max_connections = 64;
+        m.limits.input_limit = services::HttpMetrics::max_request * 2;
+        m.endpoints.push_back(Endpoint{{config.metrics->first}, config.metrics->second, "metrics", [&s, &config, started] {
+            return std::make_unique<services::HttpMetrics>([&s, &config, started] {
+                return render_metrics(s.stats(), {ECHOPLEX_VERSION, backend_name(config.backend), started, log::dropped()});
+            });
+        }});
+        auto made = TcpServer::create(l, std::move(m));
+        if (!made) {
+            return fail_to_start(worker, "cannot listen for --metrics: " + made.error().message());
+        }
+        metrics = std::move(made).value();
+    }
     const LogPump log_pump(l);  // from here on, a stalled stderr or stdout waits in the log's queue
     // After the listeners bound, so that a failure to start stays one line; what is the same for
     // every worker is said once, by the first.
@@ -122,6 +143,9 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
                 notifier->send(fmt::format("STOPPING=1\nSTATUS=draining {} connection(s)", s.stats().open));
             }
         }
+        if (metrics) {
+            metrics->shutdown([] {});
+        }
         s.shutdown([&] { l.stop(); });
     };
 
@@ -146,8 +170,13 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
             return 1;
         }
         // The one line scripts read: every address really bound with its service, and the backend.
-        log::print(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(s.descriptions(), ", "),
-                               backend_name(config.backend)));
+        std::vector<std::string> where = s.descriptions();
+        if (metrics) {
+            for (auto& d : metrics->descriptions()) {
+                where.push_back(std::move(d));
+            }
+        }
+        log::print(fmt::format("echoplex: listening on {}; backend {}\n", fmt::join(where, ", "), backend_name(config.backend)));
         if (notifier != nullptr && notifier->active()) {
             notifier->send(fmt::format("READY=1\nMAINPID={}\n{}", ::getpid(), notify_status(s.stats())));
             tick = [&] {

@@ -68,6 +68,25 @@ std::string parse_host(std::string_view text) {
     return std::string(text);
 }
 
+// "127.0.0.1:9100", "localhost:9100", "[::1]:9100".
+std::pair<std::string, std::uint16_t> parse_host_port(std::string_view option, std::string_view text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+        throw cli::UsageError(fmt::format("{}: '{}' is not HOST:PORT (e.g. 127.0.0.1:9100)", option, text));
+    }
+    std::string_view host = text.substr(0, colon);
+    if (host.front() == '[') {
+        if (host.back() != ']' || host.size() < 3) {
+            throw cli::UsageError(fmt::format("{}: '{}' is not HOST:PORT (an IPv6 address goes in brackets: [::1]:9100)", option, text));
+        }
+        host = host.substr(1, host.size() - 2);
+    } else if (host.find(':') != std::string_view::npos) {
+        throw cli::UsageError(fmt::format("{}: '{}': put an IPv6 address in brackets ([::1]:9100)", option, text));
+    }
+    const auto port = static_cast<std::uint16_t>(cli::parse_int(option, text.substr(colon + 1), 0, 65535));
+    return {std::string(host), port};
+}
+
 std::string services_help() {
     std::string text = "\nServices (--port PORT/SERVICE; --reply sets the one for ports given without):\n";
     for (const auto& service : services::all()) {
@@ -183,6 +202,9 @@ ServerArgs parse_server_args(int argc, char** argv) {
            [&] { c.proxy_protocol = true; });
     p.option(0, "proxy-timeout", "SECONDS", "with --proxy-protocol, close a connection whose header is\nnot complete this long after it was accepted (default 5)",
              [&](std::string_view v) { c.proxy_timeout_s = cli::parse_seconds("--proxy-timeout", v); });
+    p.option(0, "metrics", "HOST:PORT",
+             "serve GET /metrics there (Prometheus text format) from the same\nloop, e.g. 127.0.0.1:9100 or [::1]:9100; port 0 picks one",
+             [&](std::string_view v) { c.metrics = parse_host_port("--metrics", v); });
     p.option('w', "workers", "N|auto",
              fmt::format("worker processes, each with its own event loop and its own\nlistening sockets (SO_REUSEPORT); auto: one per CPU ({} here).\nDefault 1: one process, no master",
                          usable_cpus()),
@@ -223,6 +245,9 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (c.backend == BackendKind::select && !max_given) {
         // What select can watch is the default; more is the user's choice, warned about at startup.
         c.max_connections = FD_SETSIZE - reserved_descriptors;
+    }
+    if (c.metrics && c.workers > 1) {
+        throw cli::UsageError("--metrics does not work with --workers yet: run one process, or leave --metrics out");
     }
     const auto given = [&](const char* host) { return std::find(c.hosts.begin(), c.hosts.end(), host) != c.hosts.end(); };
     if (given("::") && given("0.0.0.0")) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "echoplex/io/backend.hpp"
@@ -41,6 +42,7 @@ struct ServerConfig {
     log::Level log_level = log::Level::info;
     std::size_t workers = 1;                  // processes, each with its own loop (--workers)
     bool ports_given = false;                 // --port on the command line (else the defaults)
+    std::optional<std::pair<std::string, std::uint16_t>> metrics;  // --metrics=HOST:PORT: /metrics served there
     // Listening sockets systemd passed (socket activation), served after the ports; each serves
     // the service its name says, or the default one. With them and no --port, only they are served.
     std::vector<systemd::PassedSocket> passed;
