@@ -75,7 +75,7 @@ Args parse_args(int argc, char** argv) {
                  s.backend = parse_backend_option("--backend", v);
                  backend_given = true;
              });
-    p.option('H', "host", "ADDR", "server address or name (default 127.0.0.1)",
+    p.option('H', "host", "ADDR", "server address or name (default 127.0.0.1); a name is tried\nat each address it resolves to, in order, until one connects",
              [&](std::string_view v) { s.host = std::string(v); });
     p.option('p', "port", "PORT[,PORT...]",
              "server port(s), repeatable (default 50007,50008);\nconnections are spread over them round-robin",
