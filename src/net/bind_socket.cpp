@@ -185,8 +185,7 @@ Result<BoundSocket> adopt_listening_socket(int fd) {
         return Error{"adopt", make_error_code(errc::bad_argument),
                      fmt::format("{}: not a listening TCP socket (give ListenStream= sockets)", which)};
     }
-    const int flags = ::fcntl(fd, F_GETFL);
-    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    if (!set_nonblocking(fd) || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
         return fail("fcntl", errno);
     }
     const auto* addr = reinterpret_cast<const sockaddr*>(&bound);

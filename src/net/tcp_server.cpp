@@ -30,7 +30,8 @@ TcpServer::~TcpServer() {
 Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerOptions options) {
     auto server = std::unique_ptr<TcpServer>(new TcpServer(loop, std::move(options)));
     TcpServer* self = server.get();
-    for (const Endpoint& endpoint : self->options_.endpoints) {
+    for (std::size_t index = 0; index < self->options_.endpoints.size(); ++index) {
+        const Endpoint& endpoint = self->options_.endpoints[index];
         BindOptions bind_options;
         bind_options.backlog = self->options_.backlog;
         bind_options.reuse_port = self->options_.reuse_port;
@@ -52,7 +53,7 @@ Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerO
                 loop, std::move(socket),
                 [self, &endpoint](UniqueFd client, std::string peer) { self->adopt(endpoint, std::move(client), std::move(peer)); },
                 [self](const Error& error) { self->note_refusal(error); }));
-            server->listener_endpoint_.push_back(static_cast<std::size_t>(&endpoint - self->options_.endpoints.data()));
+            server->listener_endpoint_.push_back(index);
         }
     }
     for (auto& listener : server->listeners_) {

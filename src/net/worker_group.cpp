@@ -54,8 +54,6 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     return std::pair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-void set_nonblocking(int fd) noexcept { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
-
 }  // namespace
 
 std::size_t usable_cpus() noexcept {

@@ -1,7 +1,6 @@
 // WorkerLink implementation.
 #include "echoplex/net/worker_link.hpp"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <unistd.h>
 
@@ -13,7 +12,7 @@ namespace echoplex {
 Result<std::unique_ptr<WorkerLink>> WorkerLink::watch(EventLoop& loop, int control_fd, CommandFn on_command,
                                                       GoneFn on_master_gone) {
     auto link = std::unique_ptr<WorkerLink>(new WorkerLink(loop, control_fd, std::move(on_command), std::move(on_master_gone)));
-    ::fcntl(control_fd, F_SETFL, ::fcntl(control_fd, F_GETFL) | O_NONBLOCK);
+    set_nonblocking(control_fd);
     if (auto watching = loop.watch(control_fd, *link, Interest::read); !watching) {
         return std::move(watching).error();
     }
@@ -58,7 +57,6 @@ void WorkerLink::on_readable() {
 }
 
 bool report_line(int report_fd, std::string_view line) noexcept {
-    ::fcntl(report_fd, F_SETFL, ::fcntl(report_fd, F_GETFL) | O_NONBLOCK);
     std::string text;
     try {
         text.reserve(line.size() + 1);

@@ -1,6 +1,7 @@
 // UniqueFd: a move-only owner of one file descriptor, closed on destruction.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <utility>
@@ -41,5 +42,12 @@ public:
 private:
     int fd_ = -1;
 };
+
+// Sets O_NONBLOCK on `fd`'s open file description (shared with every copy of it); false with
+// errno set when fcntl(2) fails.
+inline bool set_nonblocking(int fd) noexcept {
+    const int flags = ::fcntl(fd, F_GETFL);
+    return flags >= 0 && ((flags & O_NONBLOCK) != 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0);
+}
 
 }  // namespace echoplex

@@ -38,7 +38,7 @@ private:
 
 // Writes `line` and a '\n' to a report pipe without ever blocking the worker's loop: a line up to
 // PIPE_BUF bytes goes in one write or not at all (false: the master is not reading, or is gone).
-// The pipe is made non-blocking.
+// The pipe must be non-blocking (set_nonblocking, once).
 bool report_line(int report_fd, std::string_view line) noexcept;
 
 }  // namespace echoplex

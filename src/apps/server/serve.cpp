@@ -82,6 +82,9 @@ std::string notify_status(const ServerStats& stats) {
 }
 
 int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::Notifier* notifier) {
+    if (worker != nullptr) {
+        set_nonblocking(worker->channel.report_fd);  // every report below may be dropped, never wait
+    }
     auto loop = EventLoop::create(config.backend);
     if (!loop) {
         return fail_to_start(worker, backend_failure(config.backend, loop.error()));

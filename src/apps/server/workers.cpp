@@ -157,11 +157,7 @@ private:
                 SlotStats& slot = slots_[i];
                 slot.current = *stats;
                 slot.peak = std::max(slot.peak, stats->peak);
-                awaited_.erase(std::remove(awaited_.begin(), awaited_.end(), i), awaited_.end());
-                if (stats_requested_ && awaited_.empty()) {
-                    stats_requested_ = false;
-                    print_stats();
-                }
+                answered(i);
             }
         }
     }
@@ -172,11 +168,7 @@ private:
         slot.current.peak = 0;
         slot.retired += slot.current;
         slot.current = ServerStats{};
-        awaited_.erase(std::remove(awaited_.begin(), awaited_.end(), i), awaited_.end());
-        if (stats_requested_ && awaited_.empty()) {
-            stats_requested_ = false;
-            print_stats();
-        }
+        answered(i);  // a worker gone answers no more
         if (!announced_ && !stopping_) {
             // Before every worker served: the error line (if any) was printed; stop the rest.
             fail_start(fmt::format("worker {} (pid {}) {} before serving", i + 1, pid, describe_exit(status)));
@@ -253,6 +245,15 @@ private:
         group_->stop();
         group_->broadcast(worker_wire::stop_command);
         group_->broadcast(worker_wire::stop_command);
+    }
+
+    // Worker `i` sent its counts (or is gone): the SIGUSR1 line is printed once no worker is awaited.
+    void answered(std::size_t i) {
+        awaited_.erase(std::remove(awaited_.begin(), awaited_.end(), i), awaited_.end());
+        if (stats_requested_ && awaited_.empty()) {
+            stats_requested_ = false;
+            print_stats();
+        }
     }
 
     void request_stats() {
