@@ -272,6 +272,27 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args, const ServerO
     }
 }
 
+std::optional<Stats> ServerProcess::ask_stats_until(const std::function<bool(const Stats&)>& until, milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::optional<Stats> last;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const std::size_t before = stats_lines(stderr_text()).size();
+        if (!send_signal(SIGUSR1)) {
+            return last;
+        }
+        const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto seen = wait_stats_line(before + 1, std::max(left, milliseconds(1)));
+        if (!seen) {
+            return last;
+        }
+        last = seen;
+        if (until(*seen)) {
+            break;
+        }
+    }
+    return last;
+}
+
 std::optional<Stats> ServerProcess::wait_stats_line(std::size_t count, milliseconds timeout) const {
     child_.wait_output([count](const std::string&, const std::string& err) { return stats_lines(without_log_stamps(err)).size() >= count; },
                        timeout);

@@ -120,6 +120,11 @@ public:
 
     // Waits until stderr holds at least `count` stats lines; returns the last one.
     std::optional<Stats> wait_stats_line(std::size_t count, std::chrono::milliseconds timeout) const;
+    // Asks for a stats line (SIGUSR1) and waits for it, again and again, until `until` holds for
+    // it or `timeout` passes: for state the server reaches a little after the test (a close it
+    // has yet to see). Returns the last line, nullopt if none came.
+    std::optional<Stats> ask_stats_until(const std::function<bool(const Stats&)>& until,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
     // A --workers master's workers (its children, from /proc/PID/task/PID/children); empty for
     // a single process.

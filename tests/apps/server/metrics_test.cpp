@@ -54,14 +54,8 @@ TEST_CASE("--metrics: /metrics counts what the echo port served; scrapes are not
         REQUIRE_MESSAGE(r.all_done, c.describe());
     }
     // The server's view of the three closes may lag the clients': ask until it has them.
-    bool closed = false;
-    for (std::size_t asked = 1; asked <= 200 && !closed; ++asked) {
-        REQUIRE(server.send_signal(SIGUSR1));
-        const auto seen = server.wait_stats_line(asked, 5s);
-        REQUIRE(seen.has_value());
-        closed = seen->open == 0;
-    }
-    REQUIRE(closed);
+    const auto seen = server.ask_stats_until([](const Stats& s) { return s.open == 0; });
+    REQUIRE((seen && seen->open == 0));
     const std::string response = http(metrics, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
     CHECK(response.find("Content-Type: text/plain; version=0.0.4") != std::string::npos);

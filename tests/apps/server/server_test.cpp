@@ -288,14 +288,8 @@ TEST_CASE("--max-connections=2: two clients are served, a third is closed withou
     // served (with workers, one that lands on the worker with the free slot: a few tries).
     const std::size_t open_before = admitted.size();
     admitted.front().fd.reset();
-    bool freed = false;
-    for (std::size_t asked = 1; asked <= 200 && !freed; ++asked) {
-        REQUIRE(server.send_signal(SIGUSR1));
-        const auto seen = server.wait_stats_line(asked, 5s);
-        REQUIRE(seen.has_value());
-        freed = seen->open == open_before - 1;
-    }
-    REQUIRE_MESSAGE(freed, "the server never saw the first client close");
+    const auto seen = server.ask_stats_until([&](const Stats& s) { return s.open == open_before - 1; });
+    REQUIRE_MESSAGE((seen && seen->open == open_before - 1), "the server never saw the first client close");
     bool served = false;
     for (std::size_t attempt = 0; attempt < (workers == 1 ? 1U : 64U) && !served; ++attempt) {
         Client c = Client::storing(connect_to(server.port()), "knock");

@@ -218,11 +218,8 @@ TEST_CASE("SIGTERM drains every worker: the echo of every byte read is delivered
     }
     // A client's bytes can sit in the kernel before its worker accepts it: ask the master until
     // every client is open in some worker.
-    bool all_open = false;
-    for (int asked = 0; asked < 200 && !all_open; ++asked) {
-        all_open = stats_after_usr1(server).open == clients.size();
-    }
-    REQUIRE_MESSAGE(all_open, "the workers never held all ", clients.size(), " clients");
+    const auto seen = server.ask_stats_until([&](const Stats& s) { return s.open == clients.size(); });
+    REQUIRE_MESSAGE((seen && seen->open == clients.size()), "the workers never held all ", clients.size(), " clients");
     const auto busy = sockets_by_worker(server);
     for (const auto& entry : busy) {
         // Not a structured binding: clang 14 cannot capture one in doctest's message lambdas.

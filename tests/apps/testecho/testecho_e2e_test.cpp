@@ -410,14 +410,8 @@ TEST_CASE("SIGINT ends a long run early and still reports, with one process and 
         ChildProcess run(env_path("TESTECHO_BIN"), {"--backend=" + backend(), "--port", port_list(server), "-c", "4",
                                                     "--procs", procs, "-d", "120", "--json"});
         // Traffic has begun once the server has echoed something: ask it (SIGUSR1) until it says so.
-        bool flowing = false;
-        for (std::size_t asked = 1; asked <= 200 && !flowing; ++asked) {
-            REQUIRE(server.send_signal(SIGUSR1));
-            const auto stats = server.wait_stats_line(asked, 5s);
-            REQUIRE(stats.has_value());
-            flowing = stats->bytes_out > 0;
-        }
-        REQUIRE(flowing);
+        const auto seen = server.ask_stats_until([](const Stats& s) { return s.bytes_out > 0; });
+        REQUIRE((seen && seen->bytes_out > 0));
         REQUIRE(run.send_signal(SIGINT));
         const auto status = run.wait_exit(30s);  // far below -d 120: only the signal can end it this soon
         REQUIRE(status.has_value());
