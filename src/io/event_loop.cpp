@@ -268,6 +268,25 @@ std::size_t EventLoop::run_deferred() {
     return work.size();
 }
 
+void LoopStats::record(std::size_t events_this_wait) noexcept {
+    ++waits;
+    events += events_this_wait;
+    std::size_t bucket = 0;
+    while (bucket < bucket_bounds.size() && events_this_wait > bucket_bounds[bucket]) {
+        ++bucket;
+    }
+    ++waits_in_bucket[bucket];
+}
+
+LoopStats& LoopStats::operator+=(const LoopStats& other) noexcept {
+    waits += other.waits;
+    events += other.events;
+    for (std::size_t i = 0; i < waits_in_bucket.size(); ++i) {
+        waits_in_bucket[i] += other.waits_in_bucket[i];
+    }
+    return *this;
+}
+
 Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds> max_wait) {
     auto ready = backend_->wait(wait_bound(max_wait));
     if (!ready) {
@@ -275,8 +294,10 @@ Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds>
     }
     ++batch_;
     now_ = Clock::now();
+    const std::span<const Completion> done = backend_->completions();
+    stats_.record(ready->size() + done.size());
     std::size_t calls = dispatch(*ready);
-    calls += complete(backend_->completions());
+    calls += complete(done);
     calls += run_posted();
     calls += timers_.run_due(now_);
     calls += run_deferred();

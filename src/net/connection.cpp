@@ -16,6 +16,57 @@ constexpr std::size_t move_threshold = BlockPool::block_size / 2;
 
 }  // namespace
 
+std::string_view close_reason_name(CloseReason reason) noexcept {
+    switch (reason) {
+        case CloseReason::client_closed: return "client_closed";
+        case CloseReason::reset: return "reset";
+        case CloseReason::idle_timeout: return "idle_timeout";
+        case CloseReason::drained: return "drained";
+        case CloseReason::drain_timeout: return "drain_timeout";
+        case CloseReason::linger_timeout: return "linger_timeout";
+        case CloseReason::finished: return "finished";
+        case CloseReason::protocol: return "protocol";
+        case CloseReason::limit: return "limit";
+        case CloseReason::error: return "error";
+    }
+    return "?";
+}
+
+std::string_view refusal_cause_name(RefusalCause cause) noexcept {
+    switch (cause) {
+        case RefusalCause::max_connections: return "max_connections";
+        case RefusalCause::out_of_descriptors: return "out_of_descriptors";
+        case RefusalCause::fd_setsize: return "fd_setsize";
+        case RefusalCause::shutting_down: return "shutting_down";
+    }
+    return "?";
+}
+
+std::uint64_t ServerStats::refused_total() const noexcept {
+    std::uint64_t sum = 0;
+    for (const std::uint64_t n : refused) {
+        sum += n;
+    }
+    return sum;
+}
+
+ServerStats& ServerStats::operator+=(const ServerStats& other) noexcept {
+    accepted += other.accepted;
+    open += other.open;
+    peak += other.peak;
+    bytes_in += other.bytes_in;
+    bytes_out += other.bytes_out;
+    paused += other.paused;
+    proxy_rejected += other.proxy_rejected;
+    for (std::size_t i = 0; i < refused.size(); ++i) {
+        refused[i] += other.refused[i];
+    }
+    for (std::size_t i = 0; i < closed.size(); ++i) {
+        closed[i] += other.closed[i];
+    }
+    return *this;
+}
+
 std::string_view state_name(ConnectionState state) noexcept {
     switch (state) {
         case ConnectionState::open: return "open";
@@ -101,7 +152,8 @@ void Connection::on_closed() {
     input_.clear();
     output_.clear();
     state_ = ConnectionState::closed;
-    owner_.connection_closed(*this, close_reason_);  // while fd() still names this connection
+    ++stats_.closed_by(close_reason_);
+    owner_.connection_closed(*this, close_detail_);  // while fd() still names this connection
 }
 
 // ---- reading ----
@@ -116,7 +168,7 @@ void Connection::read_input() {
             last_activity_ = loop_.now();
             protocol_->on_input(*this, input_);
             if (input_.size() > limits_.input_limit) {
-                close_now("input limit: a frame longer than the connection may hold");
+                close_now(CloseReason::limit, "input limit: a frame longer than the connection may hold");
                 return;
             }
         }
@@ -127,15 +179,16 @@ void Connection::read_input() {
                 return;  // level-triggered: any more is reported again
             case IoStatus::end:
                 state_ = ConnectionState::peer_closed;
-                finish_reason_ = "client closed";
+                finish_reason_ = CloseReason::client_closed;
+                finish_detail_ = "client closed";
                 protocol_->on_input_end(*this, input_);
                 input_.clear();
                 return;
             case IoStatus::reset:
-                close_now("reset by peer");
+                close_now(CloseReason::reset, "reset by peer");
                 return;
             case IoStatus::failed:
-                close_now(Error::from_errno("readv", got.error).message());
+                close_now(CloseReason::error, Error::from_errno("readv", got.error).message());
                 return;
         }
     }
@@ -144,7 +197,7 @@ void Connection::read_input() {
 void Connection::discard_input() {
     const IoResult got = stream_->discard(limits_.read_budget);
     if (got.status != IoStatus::ok && got.status != IoStatus::would_block) {
-        close_now(finish_reason_);  // EOF (or the client's reset): nothing more is owed either way
+        close_now(finish_reason_, finish_detail_);  // EOF (or the client's reset): nothing more is owed either way
     }
 }
 
@@ -155,11 +208,11 @@ bool Connection::flush() {
     const IoResult sent = stream_->write(output_, limits_.write_budget);
     stats_.bytes_out += sent.bytes;
     if (sent.status == IoStatus::reset) {
-        close_now("peer went away");
+        close_now(CloseReason::reset, "peer went away");
         return false;
     }
     if (sent.status == IoStatus::failed) {
-        close_now(Error::from_errno("sendmsg", sent.error).message());
+        close_now(CloseReason::error, Error::from_errno("sendmsg", sent.error).message());
         return false;
     }
     return true;
@@ -170,14 +223,14 @@ void Connection::settle(bool write) {
         return;
     }
     if (close_pending_) {
-        close_now(std::string(close_reason_));
+        close_now(close_reason_, std::string(close_detail_));
         return;
     }
     if (write && !flush()) {
         return;
     }
     if (output_.size() > limits_.output_limit) {
-        close_now("output limit: the client does not read what it is sent");
+        close_now(CloseReason::limit, "output limit: the client does not read what it is sent");
         return;
     }
     update_interest();
@@ -212,7 +265,7 @@ void Connection::update_interest() {
     const bool write = !output_.empty() || producing;
     const Interest want = (read ? Interest::read : Interest::none) | (write ? Interest::write : Interest::none);
     if (auto changed = stream_->set_interest(want); !changed) {
-        close_now(changed.error().message());
+        close_now(CloseReason::error, changed.error().message());
     }
 }
 
@@ -232,25 +285,25 @@ void Connection::on_output_delivered() {
     // for at most the linger timeout.
     stream_->shutdown_write();
     if (state_ == ConnectionState::peer_closed) {
-        close_now(finish_reason_);
+        close_now(finish_reason_, finish_detail_);
         return;
     }
     state_ = ConnectionState::lingering;
     input_.clear();
     linger_timer_ = loop_.add_timer(limits_.linger_timeout, [this] {
         linger_timer_.reset();
-        close_now("linger timeout");
+        close_now(CloseReason::linger_timeout, "linger timeout");
     });
     if (auto changed = stream_->set_interest(Interest::read); !changed) {
-        close_now(changed.error().message());
+        close_now(CloseReason::error, changed.error().message());
     }
 }
 
 // ---- the Session the protocol sees ----
 
 void Connection::send(std::string_view bytes) {
-    if (closed()) {
-        return;
+    if (closed() || state_ == ConnectionState::lingering) {
+        return;  // after our FIN nothing more can be delivered (a protocol sending from a timer)
     }
     output_.append(bytes);
     if (!in_callback_) {
@@ -259,7 +312,7 @@ void Connection::send(std::string_view bytes) {
 }
 
 void Connection::send(ByteQueue& bytes) {
-    if (closed()) {
+    if (closed() || state_ == ConnectionState::lingering) {
         bytes.clear();
         return;
     }
@@ -299,7 +352,8 @@ void Connection::hold_input(bool on) {
 void Connection::finish() {
     if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
         state_ = ConnectionState::finishing;
-        finish_reason_ = "finished";
+        finish_reason_ = CloseReason::finished;
+        finish_detail_ = "finished";
     }
     if (!in_callback_) {
         settle_later();
@@ -311,7 +365,8 @@ void Connection::close(std::string_view reason) {
         return;
     }
     close_pending_ = true;
-    close_reason_ = reason;
+    close_reason_ = CloseReason::protocol;
+    close_detail_ = reason;
     if (!in_callback_) {
         settle_later();
     }
@@ -322,19 +377,22 @@ void Connection::close(std::string_view reason) {
 void Connection::drain() {
     if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
         state_ = ConnectionState::finishing;
-        finish_reason_ = "drained";
+        finish_reason_ = CloseReason::drained;
+        finish_detail_ = "drained";
         input_.clear();
     } else if (state_ == ConnectionState::peer_closed) {
-        finish_reason_ = "drained";  // it was closing anyway once its output is delivered
+        finish_reason_ = CloseReason::drained;  // it was closing anyway once its output is delivered
+        finish_detail_ = "drained";
     }
     settle();
 }
 
-void Connection::close_now(std::string_view reason) {
+void Connection::close_now(CloseReason reason, std::string_view detail) {
     if (closed()) {
         return;
     }
-    std::string why(reason);  // `reason` may view close_reason_ or finish_reason_
+    // `detail` may view close_detail_ or finish_detail_.
+    std::string why(detail.empty() ? close_reason_name(reason) : detail);
     state_ = ConnectionState::closing;
     if (linger_timer_) {
         loop_.cancel_timer(*linger_timer_);
@@ -344,7 +402,8 @@ void Connection::close_now(std::string_view reason) {
         opened_ = false;
         protocol_->on_close();
     }
-    close_reason_ = std::move(why);
+    close_reason_ = reason;
+    close_detail_ = std::move(why);
     // Cancels what is in flight; on_closed() follows once nothing is (at once over readiness).
     stream_->close();
 }

@@ -1,6 +1,8 @@
 // TcpServer implementation.
 #include "echoplex/net/tcp_server.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "echoplex/io/log.hpp"
@@ -15,7 +17,26 @@ std::chrono::milliseconds to_ms(double seconds) {
 
 }  // namespace
 
-TcpServer::TcpServer(EventLoop& loop, TcpServerOptions options) : loop_(loop), options_(std::move(options)) {}
+std::vector<std::string> service_names(const std::vector<Endpoint>& endpoints) {
+    std::vector<std::string> names;
+    for (const Endpoint& endpoint : endpoints) {
+        if (std::find(names.begin(), names.end(), endpoint.service) == names.end()) {
+            names.push_back(endpoint.service);
+        }
+    }
+    return names;
+}
+
+TcpServer::TcpServer(EventLoop& loop, TcpServerOptions options) : loop_(loop), options_(std::move(options)) {
+    const std::vector<std::string> names = service_names(options_.endpoints);
+    for (const std::string& name : names) {
+        services_.push_back(ServiceStats{name, {}});
+    }
+    for (const Endpoint& endpoint : options_.endpoints) {
+        endpoint_service_.push_back(
+            static_cast<std::size_t>(std::find(names.begin(), names.end(), endpoint.service) - names.begin()));
+    }
+}
 
 TcpServer::~TcpServer() {
     // Connections and listeners unwatch themselves as they are destroyed.
@@ -51,8 +72,8 @@ Result<std::unique_ptr<TcpServer>> TcpServer::create(EventLoop& loop, TcpServerO
         for (BoundSocket& socket : *bound) {
             server->listeners_.push_back(Listener::open(
                 loop, std::move(socket),
-                [self, &endpoint](UniqueFd client, std::string peer) { self->adopt(endpoint, std::move(client), std::move(peer)); },
-                [self](const Error& error) { self->note_refusal(error); }));
+                [self, index](UniqueFd client, std::string peer) { self->adopt(index, std::move(client), std::move(peer)); },
+                [self, index](const Error& error) { self->note_refusal(self->stats_of(index), error); }));
             server->listener_endpoint_.push_back(index);
         }
     }
@@ -83,26 +104,37 @@ std::vector<std::string> TcpServer::descriptions() const {
     return out;
 }
 
-void TcpServer::adopt(const Endpoint& endpoint, UniqueFd socket, std::string peer) {
+ServerStats TcpServer::stats() const noexcept {
+    ServerStats sum;
+    for (const ServiceStats& service : services_) {
+        sum += service.stats;
+    }
+    sum.peak = peak_;
+    return sum;
+}
+
+void TcpServer::adopt(std::size_t index, UniqueFd socket, std::string peer) {
+    const Endpoint& endpoint = options_.endpoints[index];
+    ServerStats& stats = stats_of(index);
     if (shutting_down_) {
-        refuse(std::move(socket), peer, "shutting down");
+        refuse(stats, RefusalCause::shutting_down, peer, "shutting down");
         return;
     }
-    if (stats_.open >= options_.max_connections) {
-        refuse(std::move(socket), peer, "connection limit reached");
+    if (open_ >= options_.max_connections) {
+        refuse(stats, RefusalCause::max_connections, peer, "connection limit reached");
         return;
     }
     const int fd = socket.get();
     std::unique_ptr<Protocol> protocol = endpoint.protocol();
     if (options_.proxy_protocol) {
-        protocol = std::make_unique<ProxyGate>(std::move(protocol), options_.proxy_deadline, stats_.proxy_rejected);
+        protocol = std::make_unique<ProxyGate>(std::move(protocol), options_.proxy_deadline, stats.proxy_rejected);
     }
     auto connection = std::make_unique<Connection>(loop_, make_socket_stream(loop_, std::move(socket), pool_),
                                                    std::move(peer), std::move(protocol), options_.limits, pool_,
-                                                   stats_, *this);
+                                                   stats, *this);
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
-        note_refusal(started.error());
+        note_refusal(stats, started.error());
         return;  // the connection was never watched; destroying it closes the socket
     }
     if (static_cast<std::size_t>(fd) >= connections_.size()) {
@@ -110,19 +142,22 @@ void TcpServer::adopt(const Endpoint& endpoint, UniqueFd socket, std::string pee
     }
     log::debug("connection from {} to {} (fd {})", connection->peer(), endpoint.service, fd);
     connections_[static_cast<std::size_t>(fd)] = std::move(connection);
-    ++stats_.accepted;
-    ++stats_.open;
-    stats_.peak = std::max(stats_.peak, stats_.open);
+    service_of_fd_.resize(connections_.size());
+    service_of_fd_[static_cast<std::size_t>(fd)] = endpoint_service_[index];
+    ++stats.accepted;
+    ++stats.open;
+    stats.peak = std::max(stats.peak, stats.open);
+    ++open_;
+    peak_ = std::max(peak_, open_);
 }
 
-void TcpServer::refuse(UniqueFd socket, std::string_view peer, std::string_view why) {
-    ++stats_.refused;
-    log::debug("refused {}: {}", peer, why);
-    socket.reset();
+void TcpServer::refuse(ServerStats& stats, RefusalCause cause, std::string_view peer, std::string_view why) {
+    ++stats.refused_by(cause);
+    log::debug("refused {}: {}", peer, why);  // the caller's `socket` closes it
 }
 
-void TcpServer::note_refusal(const Error& error) {
-    ++stats_.refused;
+void TcpServer::note_refusal(ServerStats& stats, const Error& error) {
+    ++stats.refused_by(error.code == errc::fd_out_of_range ? RefusalCause::fd_setsize : RefusalCause::out_of_descriptors);
     // At most one line a second: a connection storm must not turn into a log storm.
     const auto now = loop_.now();
     if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
@@ -136,7 +171,8 @@ void TcpServer::note_refusal(const Error& error) {
 
 void TcpServer::connection_closed(Connection& connection, std::string_view reason) {
     log::debug("closed {} (fd {}): {}", connection.peer(), connection.fd(), reason);
-    --stats_.open;
+    --services_[service_of_fd_[static_cast<std::size_t>(connection.fd())]].stats.open;
+    --open_;
     // Called before the socket is closed, so the fd still indexes this connection. Its callback
     // may still be on the stack: move it aside and free it after the batch.
     auto& slot = connections_[static_cast<std::size_t>(connection.fd())];
@@ -147,10 +183,10 @@ void TcpServer::connection_closed(Connection& connection, std::string_view reaso
     maybe_finish_shutdown();
 }
 
-void TcpServer::close_all(std::string_view reason) {
+void TcpServer::close_all(CloseReason reason, std::string_view detail) {
     for (auto& slot : connections_) {
         if (slot) {
-            slot->close_now(reason);
+            slot->close_now(reason, detail);
         }
     }
 }
@@ -160,7 +196,7 @@ void TcpServer::sweep_idle() {
     const auto now = Clock::now();
     for (auto& slot : connections_) {
         if (slot && now - slot->last_activity() >= limit) {
-            slot->close_now("idle timeout");
+            slot->close_now(CloseReason::idle_timeout, "idle timeout");
         }
     }
     // Checking twice per timeout closes a silent client between 1x and 1.5x the timeout, at the
@@ -181,8 +217,8 @@ void TcpServer::shutdown(std::function<void()> on_finished) {
     // Armed before draining: connections that finish at once may complete the shutdown here.
     drain_timer_ = loop_.add_timer(to_ms(options_.drain_timeout_s), [this] {
         drain_timer_.reset();
-        log::warn("drain timeout: dropping {} connection(s) still open", stats_.open);
-        close_all("drain timeout");
+        log::warn("drain timeout: dropping {} connection(s) still open", open_);
+        close_all(CloseReason::drain_timeout, "drain timeout");
     });
     for (auto& slot : connections_) {
         if (slot) {
@@ -193,7 +229,7 @@ void TcpServer::shutdown(std::function<void()> on_finished) {
 }
 
 void TcpServer::maybe_finish_shutdown() {
-    if (!shutting_down_ || stats_.open > 0 || !on_shutdown_finished_) {
+    if (!shutting_down_ || open_ > 0 || !on_shutdown_finished_) {
         return;
     }
     if (drain_timer_) {
@@ -207,7 +243,7 @@ void TcpServer::maybe_finish_shutdown() {
 
 std::string format_stats(const ServerStats& stats, bool proxy_protocol) {
     std::string line = fmt::format("stats: accepted={} refused={} open={} peak={} bytes_in={} bytes_out={} paused={}",
-                                   stats.accepted, stats.refused, stats.open, stats.peak, stats.bytes_in,
+                                   stats.accepted, stats.refused_total(), stats.open, stats.peak, stats.bytes_in,
                                    stats.bytes_out, stats.paused);
     if (proxy_protocol) {
         line += fmt::format(" proxy_rejected={}", stats.proxy_rejected);

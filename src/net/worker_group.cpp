@@ -311,6 +311,21 @@ std::optional<WorkerGroup::Clock::time_point> WorkerGroup::next_wakeup() const {
     return next;
 }
 
+void WorkerGroup::watch(int fd, short events, std::function<void(short revents)> on_ready) {
+    for (Watched& w : watched_) {
+        if (w.fd == fd) {
+            w.events = events;
+            w.on_ready = std::move(on_ready);
+            return;
+        }
+    }
+    watched_.push_back({fd, events, std::move(on_ready)});
+}
+
+void WorkerGroup::unwatch(int fd) noexcept {
+    std::erase_if(watched_, [fd](const Watched& w) { return w.fd == fd; });
+}
+
 Result<void> WorkerGroup::run(const Handlers& handlers) {
     sigset_t during_wait = g_saved.mask;
     for (const int signo : watched_signals(options_)) {
@@ -355,6 +370,10 @@ Result<void> WorkerGroup::run(const Handlers& handlers) {
                 owners.push_back(i);
             }
         }
+        const std::size_t first_watched = fds.size();
+        for (const Watched& w : watched_) {
+            fds.push_back({w.fd, w.events, 0});
+        }
         timespec timeout{};
         timespec* wait_for = nullptr;
         if (const auto next = next_wakeup()) {
@@ -369,9 +388,20 @@ Result<void> WorkerGroup::run(const Handlers& handlers) {
         if (ready < 0 && errno != EINTR) {
             return Error::from_errno("ppoll");
         }
-        for (std::size_t k = 0; ready > 0 && k < fds.size(); ++k) {
+        for (std::size_t k = 0; ready > 0 && k < first_watched; ++k) {
             if (fds[k].revents != 0) {
                 read_reports(owners[k], handlers);
+            }
+        }
+        for (std::size_t k = first_watched; ready > 0 && k < fds.size(); ++k) {
+            if (fds[k].revents == 0) {
+                continue;
+            }
+            // An earlier callback may have unwatched this descriptor or watched others.
+            const auto it = std::find_if(watched_.begin(), watched_.end(), [&](const Watched& w) { return w.fd == fds[k].fd; });
+            if (it != watched_.end()) {
+                const auto on_ready = it->on_ready;  // the callback may unwatch, destroying it->on_ready
+                on_ready(fds[k].revents);
             }
         }
     }

@@ -15,6 +15,18 @@ std::string error(std::string_view status) { return response(status, "text/plain
 
 }  // namespace
 
+std::size_t HttpMetrics::head_end(std::string_view received) noexcept {
+    const auto end = received.find("\r\n\r\n");
+    if (end != std::string_view::npos) {
+        return end;
+    }
+    return received.find("\n\n");  // bare LF line ends, which RFC 9112 lets a server accept
+}
+
+std::string HttpMetrics::too_large_response() { return error("431 Request Header Fields Too Large"); }
+
+std::string HttpMetrics::bad_request_response() { return error("400 Bad Request"); }
+
 std::string HttpMetrics::respond(std::string_view head) const {
     // The request line: METHOD SP TARGET SP HTTP/1.x (RFC 9112 section 3).
     const std::string_view line = head.substr(0, head.find_first_of("\r\n"));
@@ -49,14 +61,11 @@ void HttpMetrics::on_input(Session& session, ByteQueue& input) {
         return;
     }
     const std::string text = input.to_string();
-    auto end = text.find("\r\n\r\n");
-    if (end == std::string::npos) {
-        end = text.find("\n\n");  // bare LF line ends, which RFC 9112 lets a server accept
-    }
+    const auto end = head_end(text);
     if (end == std::string::npos) {
         if (text.size() > max_request) {
             answered_ = true;
-            session.send(error("431 Request Header Fields Too Large"));
+            session.send(too_large_response());
             session.finish();
         }
         return;  // the rest of the head comes later
@@ -70,7 +79,7 @@ void HttpMetrics::on_input(Session& session, ByteQueue& input) {
 void HttpMetrics::on_input_end(Session& session, ByteQueue& input) {
     if (!answered_ && !input.empty()) {
         answered_ = true;
-        session.send(error("400 Bad Request"));  // the client stopped before its head ended
+        session.send(bad_request_response());  // the client stopped before its head ended
     }
     input.clear();
 }

@@ -395,7 +395,7 @@ struct CompletionHarness {
         case 13:
             if (input.byte() < 32 && !connection->closed()) {
                 owner.closing = true;
-                connection->close_now("fuzz");
+                connection->close_now(CloseReason::error, "fuzz");
             }
             break;
         case 14:
@@ -452,7 +452,7 @@ struct CompletionHarness {
         }
         // Closing again is harmless, and submits nothing.
         connection->drain();
-        connection->close_now("again");
+        connection->close_now(CloseReason::error, "again");
         check(owner.closes == 1, "drain and close after a close do nothing");
         check(turn(0) == 0, "a closed connection hears nothing more");
         ring->check_finished();

@@ -379,7 +379,7 @@ struct Harness {
         default:
             if (input.byte() < 16) {
                 owner.closing = true;
-                connection->close_now("fuzz");
+                connection->close_now(CloseReason::error, "fuzz");
             }
             break;
         }
@@ -413,7 +413,7 @@ struct Harness {
         }
         // Closing again is harmless.
         connection->drain();
-        connection->close_now("again");
+        connection->close_now(CloseReason::error, "again");
         check(owner.closes == 1, "drain and close after a close do nothing");
     }
 };

@@ -103,6 +103,40 @@ TEST_CASE("the loop calls the handler for the direction it is interested in") {
     CHECK(loop->interest(pair.a.get()) == Interest::none);
 }
 
+TEST_CASE("the loop counts each backend wait and the events it returned") {
+    auto loop = new_loop();
+    CHECK(loop->stats().waits == 0);
+    REQUIRE(loop->run_once(0ms).has_value());  // nothing watched, nothing ready
+    CHECK(loop->stats().waits == 1);
+    CHECK(loop->stats().events == 0);
+    CHECK(loop->stats().waits_in_bucket[0] == 1);
+
+    auto first = connected_pair(Transport::tcp_loopback);
+    auto second = connected_pair(Transport::tcp_loopback);
+    RecordingHandler one;
+    RecordingHandler two;
+    std::string got_one;
+    std::string got_two;
+    one.readable = [&] { got_one += read_available(first.a.get()); };
+    two.readable = [&] { got_two += read_available(second.a.get()); };
+    REQUIRE(loop->watch(first.a.get(), one, Interest::read));
+    REQUIRE(loop->watch(second.a.get(), two, Interest::read));
+    write_all(first.b.get(), "1");
+    write_all(second.b.get(), "2");
+    CHECK(run_until(*loop, [&] { return got_one == "1" && got_two == "2"; }));
+    const LoopStats& stats = loop->stats();
+    // Each descriptor was reported at least once, by however many waits the backend took.
+    CHECK(stats.events >= 2);
+    CHECK(stats.events == static_cast<std::uint64_t>(one.readable_calls + two.readable_calls));
+    std::uint64_t bucketed = 0;
+    for (const std::uint64_t n : stats.waits_in_bucket) {
+        bucketed += n;
+    }
+    CHECK(bucketed == stats.waits);
+    loop->unwatch(first.a.get());
+    loop->unwatch(second.a.get());
+}
+
 TEST_CASE("watching a descriptor twice with different handlers is refused") {
     auto loop = new_loop();
     auto pair = connected_pair(Transport::unix_stream);

@@ -42,7 +42,7 @@ struct Gated {
         server = std::make_unique<InProcessServer>(std::move(options));
     }
     EventLoop& loop() { return *server->loop; }
-    const ServerStats& stats() { return server->server->stats(); }
+    ServerStats stats() { return server->server->stats(); }
 
     // Sends `bytes` one at a time, letting the server run a few iterations after each.
     void send_bytewise(int fd, const std::string& bytes) {

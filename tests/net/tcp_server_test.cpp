@@ -59,12 +59,16 @@ struct Flood final : Protocol {
     std::optional<TimerId> timer;
     EventLoop* loop = nullptr;
     Session* session = nullptr;
+    std::size_t* ticks = nullptr;  // counts the sends, when set
     void on_open(Session& s) override {
         session = &s;
         loop = &s.loop();
         tick();
     }
     void tick() {
+        if (ticks != nullptr) {
+            ++*ticks;
+        }
         session->send(std::string(64 * 1024, 'f'));
         timer = loop->add_timer(1ms, [this] { tick(); });
     }
@@ -74,6 +78,14 @@ struct Flood final : Protocol {
             loop->cancel_timer(*timer);
         }
     }
+};
+
+// Sends `size` bytes as it opens, then nothing; reads and drops.
+struct Blast final : Protocol {
+    explicit Blast(std::size_t size) : size(size) {}
+    std::size_t size;
+    void on_open(Session& session) override { session.send(std::string(size, 'b')); }
+    void on_input(Session&, ByteQueue& input) override { input.clear(); }
 };
 
 TcpServerOptions options_with(std::vector<std::pair<std::string, ProtocolFactory>> protocols) {
@@ -143,6 +155,7 @@ TEST_CASE("a client whose unfinished frame passes the input limit is closed, the
     bool polite_closed = false;
     CHECK(s.read_until(polite.get(), answer, polite_closed, [](const std::string& r, bool) { return r == "STILL HERE\n"; }));
     CHECK_FALSE(polite_closed);
+    CHECK(s.server->stats().closed_by(CloseReason::limit) == 1);
 }
 
 TEST_CASE("a protocol that keeps sending to a client that does not read is stopped by the output limit") {
@@ -154,6 +167,7 @@ TEST_CASE("a protocol that keeps sending to a client that does not read is stopp
                     20000, 1ms));
     // It was closed by the server, having been sent less than the limit plus the kernel's buffers.
     CHECK(stat(*s.server, "bytes_out") < options_limit_plus_buffers());
+    CHECK(s.server->stats().closed_by(CloseReason::limit) == 1);
 }
 
 TEST_CASE("output a protocol makes later, from a timer, is delivered, and finish() closes after it") {
@@ -200,6 +214,117 @@ TEST_CASE("shutdown delivers what is owed, closes every client and reports once 
     ::shutdown(client.get(), SHUT_WR);  // the server lingers for our EOF before it closes
     CHECK(run_until(*s.loop, [&] { return finished; }));
     CHECK(stat(*s.server, "open") == 0);
+    CHECK(s.server->stats().closed_by(CloseReason::drained) == 1);
+}
+
+// Steps the loop until the server has closed `n` connections in all.
+bool until_closed(InProcessServer& s, std::uint64_t n) {
+    return run_until(*s.loop, [&] {
+        const ServerStats stats = s.server->stats();
+        std::uint64_t closed = 0;
+        for (const std::uint64_t c : stats.closed) {
+            closed += c;
+        }
+        return closed >= n && stats.open == 0;
+    }, 4000, 5ms);
+}
+
+TEST_CASE("every close is counted under its reason and every refusal under its cause, per service") {
+    TcpServerOptions options = options_with({{"shout", shout()}, {"tick", [] { return std::make_unique<LateTick>(); }}});
+    options.max_connections = 2;
+    options.idle_timeout_s = 0.1;
+    options.limits.linger_timeout = 50ms;
+    InProcessServer s(std::move(options));
+    REQUIRE(s.server->service_stats().size() == 2);
+    const ServerStats& shout_stats = s.server->service_stats()[0].stats;
+    const ServerStats& tick_stats = s.server->service_stats()[1].stats;
+    CHECK(s.server->service_stats()[0].service == "shout");
+
+    {  // answered, then the client's EOF: client_closed
+        const UniqueFd c = s.connect(0);
+        write_all(c.get(), "x\n");
+        std::string got;
+        bool closed = false;
+        REQUIRE(s.read_until(c.get(), got, closed, [](const std::string& r, bool) { return r == "X\n"; }));
+        ::shutdown(c.get(), SHUT_WR);
+        REQUIRE(until_closed(s, 1));
+    }
+    CHECK(shout_stats.closed_by(CloseReason::client_closed) == 1);
+    {  // a reset: SO_LINGER 0 makes close(2) send RST
+        const UniqueFd c = s.connect(0);
+        REQUIRE(run_until(*s.loop, [&] { return s.server->stats().open == 1; }, 2000, 5ms));
+        set_linger_zero(c.get());
+    }
+    REQUIRE(until_closed(s, 2));
+    CHECK(shout_stats.closed_by(CloseReason::reset) == 1);
+    {  // the protocol finishes, the client never sends its EOF: linger_timeout
+        const UniqueFd c = s.connect(1);
+        std::string got;
+        bool closed = false;
+        REQUIRE(s.read_until(c.get(), got, closed, [](const std::string& r, bool) { return r == "tick\n"; }));
+        REQUIRE(until_closed(s, 3));
+    }
+    CHECK(tick_stats.closed_by(CloseReason::linger_timeout) == 1);
+    {  // two silent clients fill --max-connections: a third is refused, then both time out idle
+        const UniqueFd a = s.connect(0);
+        const UniqueFd b = s.connect(0);
+        REQUIRE(run_until(*s.loop, [&] { return s.server->stats().open == 2; }, 2000, 5ms));
+        const UniqueFd c = s.connect(1);
+        REQUIRE(run_until(*s.loop, [&] { return tick_stats.refused_by(RefusalCause::max_connections) == 1; }, 2000, 5ms));
+        REQUIRE(until_closed(s, 5));
+    }
+    CHECK(shout_stats.closed_by(CloseReason::idle_timeout) == 2);
+    CHECK(shout_stats.accepted == 4);
+    CHECK(tick_stats.accepted == 1);
+    CHECK(shout_stats.refused_total() == 0);
+    CHECK(tick_stats.refused_total() == 1);
+    CHECK(s.server->stats().refused_total() == 1);
+    CHECK(s.server->stats().peak == 2);
+    // Nothing else was counted: every close is under exactly one reason.
+    const ServerStats total = s.server->stats();
+    std::uint64_t closes = 0;
+    for (const std::uint64_t c : total.closed) {
+        closes += c;
+    }
+    CHECK(closes == total.accepted);
+}
+
+TEST_CASE("a drain that outlasts its deadline is counted as drain_timeout") {
+    // 32 MiB at once, more than loopback's socket buffers hold for a client that does not read.
+    TcpServerOptions options = options_with({{"blast", [] { return std::make_unique<Blast>(32 * 1024 * 1024); }}});
+    options.drain_timeout_s = 0.05;
+    InProcessServer s(std::move(options));
+    const UniqueFd client = s.connect();  // never reads: its output cannot drain
+    REQUIRE(run_until(*s.loop, [&] { return s.server->stats().bytes_out > 0; }, 2000, 5ms));
+    bool finished = false;
+    s.server->shutdown([&] { finished = true; });
+    CHECK(run_until(*s.loop, [&] { return finished; }, 4000, 5ms));
+    CHECK(s.server->stats().closed_by(CloseReason::drain_timeout) == 1);
+}
+
+TEST_CASE("output a protocol makes after the connection's FIN is dropped, not sent into a shut socket") {
+    // Flood sends every millisecond; the drain finds its output delivered, sends FIN and lingers
+    // for our EOF while Flood goes on sending.
+    std::size_t ticks = 0;
+    InProcessServer s(options_with({{"flood", [&ticks] {
+        auto flood = std::make_unique<Flood>();
+        flood->ticks = &ticks;
+        return flood;
+    }}}));
+    const UniqueFd client = s.connect();
+    std::string got;
+    bool closed = false;
+    REQUIRE(s.read_until(client.get(), got, closed, [](const std::string& r, bool) { return !r.empty(); }));
+    bool finished = false;
+    s.server->shutdown([&] { finished = true; });
+    CHECK(s.read_until(client.get(), got, closed, [](const std::string&, bool c) { return c; }, 20000));
+    // The server's FIN came; Flood sends three times more before our EOF.
+    const std::size_t at_fin = ticks;
+    CHECK(run_until(*s.loop, [&] { return ticks >= at_fin + 3 || s.server->stats().open == 0; }, 2000, 1ms));
+    ::shutdown(client.get(), SHUT_WR);
+    CHECK(run_until(*s.loop, [&] { return finished; }, 4000, 5ms));
+    CHECK(s.server->stats().closed_by(CloseReason::drained) == 1);
+    CHECK(s.server->stats().closed_by(CloseReason::reset) == 0);
 }
 
 }  // namespace

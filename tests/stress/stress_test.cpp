@@ -23,6 +23,7 @@
 
 #include "support/clients.hpp"
 #include "support/doctest.hpp"
+#include "support/metrics_page.hpp"
 #include "support/net.hpp"
 #include "support/server_process.hpp"
 
@@ -457,7 +458,7 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
     const rlim_t limit = 64;
     ServerOptions options;
     options.limits.push_back({RLIMIT_NOFILE, limit, limit});
-    ServerProcess server({"--port", "0"}, options);
+    ServerProcess server({"--port", "0", "--metrics=127.0.0.1:0"}, options);
     const int baseline_fds = startup_fds(server);
     // Descriptors below the limit that are taken before any client comes (inherited ones above
     // it, or valgrind's, take no room).
@@ -556,6 +557,13 @@ TEST_CASE("descriptor exhaustion: beyond RLIMIT_NOFILE clients are refused, the 
         ++attempts;
     }
     CHECK_MESSAGE(admitted, "no client was served after the others left (", attempts, " attempts)");
+    // Every refusal was for want of descriptors, and the page says so by cause.
+    const std::string page = scrape(server.port(1));
+    const double out_of_descriptors =
+        sum_of(page, "echoplex_connections_refused_total", {"cause=\"out_of_descriptors\""}).sum;
+    MESSAGE("/metrics: refused for want of descriptors: ", out_of_descriptors);
+    CHECK(out_of_descriptors >= static_cast<double>(stats->refused));
+    CHECK(sum_of(page, "echoplex_connections_refused_total").sum == out_of_descriptors);
     check_alive_and_no_leak(server, baseline_fds, 302);
 }
 
@@ -575,7 +583,9 @@ TEST_CASE("select beyond FD_SETSIZE: connections on descriptors >= 1024 are refu
     }
     ServerOptions options;
     options.limits.push_back({RLIMIT_NOFILE, server_limit, server_limit});
-    ServerProcess server({"--port", "0"}, options);
+    // More than select's default --max-connections (FD_SETSIZE - 64), so that FD_SETSIZE itself
+    // is what refuses.
+    ServerProcess server({"--port", "0", "--metrics=127.0.0.1:0", "--max-connections=2000"}, options);
     const int baseline_fds = startup_fds(server);
 
     // In batches, so the listen backlog never overflows: each batch is classified (echoed or
@@ -622,6 +632,14 @@ TEST_CASE("select beyond FD_SETSIZE: connections on descriptors >= 1024 are refu
     CHECK(stats->open == served_count);
     held.clear();
     clients.clear();
+    // Each refusal is counted under select's cause. (Scraped once the clients are gone: until
+    // then the scrape's own connection would get a descriptor >= FD_SETSIZE.)
+    const auto gone = server.ask_stats_until([](const Stats& s) { return s.open == 0; });
+    REQUIRE((gone && gone->open == 0));
+    const std::string page = scrape(server.port(1));
+    CHECK(sum_of(page, "echoplex_connections_refused_total", {"cause=\"fd_setsize\""}).sum ==
+          static_cast<double>(refused_count));
+    CHECK(sum_of(page, "echoplex_connections_refused_total").sum == static_cast<double>(refused_count));
     check_alive_and_no_leak(server, baseline_fds, 401);
 }
 

@@ -2,7 +2,9 @@
 // Backend. The loop never knows which backend runs; the backend never knows what the loop serves.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -18,6 +20,22 @@
 #include "echoplex/io/timer_queue.hpp"
 
 namespace echoplex {
+
+// How the loop spent its waits. A wait is one call into the backend (select, poll, epoll_wait,
+// io_uring_enter); its events are the ready descriptors and the completions it returned.
+struct LoopStats {
+    // Upper bounds of the histogram's buckets of events per wait; one more bucket counts the waits
+    // above the last bound.
+    static constexpr std::array<std::size_t, 8> bucket_bounds{0, 1, 2, 4, 8, 16, 64, 256};
+    std::uint64_t waits = 0;
+    std::uint64_t events = 0;
+    // waits_in_bucket[i]: waits with more events than bucket_bounds[i - 1] and at most
+    // bucket_bounds[i] (not cumulative).
+    std::array<std::uint64_t, bucket_bounds.size() + 1> waits_in_bucket{};
+
+    void record(std::size_t events_this_wait) noexcept;
+    LoopStats& operator+=(const LoopStats& other) noexcept;
+};
 
 class EventLoop {
 public:
@@ -100,6 +118,8 @@ public:
     // Makes run() return after the current iteration. Safe from any loop callback.
     void stop() noexcept { stop_requested_ = true; }
 
+    const LoopStats& stats() const noexcept { return stats_; }
+
     // The time at the start of the current iteration's dispatch (cheaper than Clock::now()).
     Clock::time_point now() const noexcept { return now_; }
 
@@ -143,6 +163,7 @@ private:
     std::unique_ptr<SignalHandler> signal_handler_;
     std::map<int, std::function<void(int)>> signal_callbacks_;
     std::uint64_t batch_ = 0;
+    LoopStats stats_;
     bool stop_requested_ = false;
     Clock::time_point now_ = Clock::now();
 };

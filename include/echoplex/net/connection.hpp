@@ -3,6 +3,7 @@
 // are the Stream's; what to answer is the Protocol's.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -17,16 +18,54 @@
 
 namespace echoplex {
 
-// Counters shared by every connection of a server.
+// Why a connection closed. Each close is counted under one reason (the metrics' label) and
+// logged with its detail ("readv: Connection timed out (ETIMEDOUT)").
+enum class CloseReason : std::uint8_t {
+    client_closed,   // the client's EOF, and everything owed to it was delivered
+    reset,           // the client reset the connection, or vanished while we sent
+    idle_timeout,    // silent for longer than the server's idle timeout
+    drained,         // graceful shutdown: everything owed delivered, then closed
+    drain_timeout,   // graceful shutdown's deadline passed with output still queued
+    linger_timeout,  // after our FIN the client never sent its EOF
+    finished,        // the protocol was done (daytime's line sent) and everything was delivered
+    protocol,        // the protocol closed it (Session::close: a bad PROXY header, say)
+    limit,           // a frame over the input limit, or output over the output limit
+    error,           // a system call failed
+};
+inline constexpr std::size_t close_reason_count = 10;
+// "client_closed", "reset", ...: the names the metrics use.
+std::string_view close_reason_name(CloseReason reason) noexcept;
+
+// Why an accepted connection was closed at once, before any protocol saw it.
+enum class RefusalCause : std::uint8_t {
+    max_connections,     // the server's connection limit was reached
+    out_of_descriptors,  // accept(2) failed with EMFILE or ENFILE
+    fd_setsize,          // select cannot watch the descriptor (>= FD_SETSIZE)
+    shutting_down,       // accepted while the listeners were closing
+};
+inline constexpr std::size_t refusal_cause_count = 4;
+std::string_view refusal_cause_name(RefusalCause cause) noexcept;
+
+// Counters shared by every connection of a server (or of one of its services).
 struct ServerStats {
     std::uint64_t accepted = 0;
-    std::uint64_t refused = 0;  // over --max-connections, out of descriptors, or beyond fd_limit
     std::uint64_t open = 0;
     std::uint64_t peak = 0;
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::uint64_t paused = 0;  // times a connection's reading paused for backpressure
     std::uint64_t proxy_rejected = 0;  // closed for an invalid, missing or late PROXY header
+    std::array<std::uint64_t, refusal_cause_count> refused{};  // by RefusalCause
+    std::array<std::uint64_t, close_reason_count> closed{};    // by CloseReason
+
+    std::uint64_t refused_total() const noexcept;
+    std::uint64_t& refused_by(RefusalCause cause) noexcept { return refused.at(static_cast<std::size_t>(cause)); }
+    std::uint64_t& closed_by(CloseReason reason) noexcept { return closed.at(static_cast<std::size_t>(reason)); }
+    std::uint64_t refused_by(RefusalCause cause) const noexcept { return refused.at(static_cast<std::size_t>(cause)); }
+    std::uint64_t closed_by(CloseReason reason) const noexcept { return closed.at(static_cast<std::size_t>(reason)); }
+    // Adds every count, peaks included: a sum of peaks bounds the peak of the sum, and it is
+    // all that separate counts (workers, services) can say about it.
+    ServerStats& operator+=(const ServerStats& other) noexcept;
 };
 
 // Per-connection limits, the same for every protocol.
@@ -82,9 +121,10 @@ public:
 
     // Graceful shutdown: read no more, deliver what is queued, then close.
     void drain();
-    // Closes now, dropping queued output. Idempotent. (Session::close is the protocol's way,
-    // taking effect at the end of the iteration.)
-    void close_now(std::string_view reason);
+    // Closes now, dropping queued output, counted under `reason` and logged with `detail` (the
+    // reason's name if empty). Idempotent. (Session::close is the protocol's way, taking effect
+    // at the end of the iteration.)
+    void close_now(CloseReason reason, std::string_view detail = {});
 
     int fd() const noexcept { return stream_->fd(); }
     const std::string& peer() const noexcept override { return peer_; }
@@ -147,8 +187,10 @@ private:
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;
     std::optional<TimerId> linger_timer_;
-    std::string close_reason_;             // why a close was asked for (logged by the owner)
-    std::string finish_reason_;            // why a graceful close happens: drained, finished, client closed
+    std::string close_detail_;  // why a close was asked for, in words (logged by the owner)
+    std::string finish_detail_;  // why a graceful close happens, in words
+    CloseReason close_reason_ = CloseReason::error;
+    CloseReason finish_reason_ = CloseReason::client_closed;  // drained, finished or client_closed
     std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
     ConnectionState state_ = ConnectionState::open;
     bool opened_ = false;          // the protocol's on_open ran: on_close is owed

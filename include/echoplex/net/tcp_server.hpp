@@ -48,6 +48,16 @@ struct TcpServerOptions {
 // " proxy_rejected=N" when the PROXY protocol is on.
 std::string format_stats(const ServerStats& stats, bool proxy_protocol);
 
+// One service's counts: every endpoint that names it adds to them.
+struct ServiceStats {
+    std::string service;
+    ServerStats stats;
+};
+
+// The services the endpoints name, each once, in the order they are first named: the order of
+// TcpServer::service_stats().
+std::vector<std::string> service_names(const std::vector<Endpoint>& endpoints);
+
 class TcpServer final : public ConnectionOwner {
 public:
     // Binds every address of every endpoint or none: on failure the listeners already opened are
@@ -68,29 +78,37 @@ public:
     void shutdown(std::function<void()> on_finished);
 
     // Drops every connection now, queued output included.
-    void close_all(std::string_view reason);
+    void close_all(CloseReason reason, std::string_view detail);
 
-    std::string stats_line() const { return format_stats(stats_, options_.proxy_protocol); }
-    const ServerStats& stats() const noexcept { return stats_; }
+    std::string stats_line() const { return format_stats(stats(), options_.proxy_protocol); }
+    // Every service's counts added up, with the peak of all connections open at once.
+    ServerStats stats() const noexcept;
+    // Per service, in the order the endpoints first name them.
+    const std::vector<ServiceStats>& service_stats() const noexcept { return services_; }
 
     void connection_closed(Connection& connection, std::string_view reason) override;
 
 private:
     TcpServer(EventLoop& loop, TcpServerOptions options);
-    void adopt(const Endpoint& endpoint, UniqueFd socket, std::string peer);
-    void refuse(UniqueFd socket, std::string_view peer, std::string_view why);
+    void adopt(std::size_t endpoint, UniqueFd socket, std::string peer);
+    void refuse(ServerStats& stats, RefusalCause cause, std::string_view peer, std::string_view why);
     // A connection refused for lack of descriptors (EMFILE, or beyond the backend's fd_limit).
-    void note_refusal(const Error& error);
+    void note_refusal(ServerStats& stats, const Error& error);
+    ServerStats& stats_of(std::size_t endpoint) noexcept { return services_[endpoint_service_[endpoint]].stats; }
     void sweep_idle();
     void maybe_finish_shutdown();
 
     EventLoop& loop_;
     TcpServerOptions options_;
     BlockPool pool_;
-    ServerStats stats_;
+    std::vector<ServiceStats> services_;
+    std::vector<std::size_t> endpoint_service_;  // the services_ index of each endpoint
+    std::uint64_t open_ = 0;                     // over every service
+    std::uint64_t peak_ = 0;
     std::vector<std::unique_ptr<Listener>> listeners_;      // one per bound address, endpoint order
     std::vector<std::size_t> listener_endpoint_;            // the endpoint each listener serves
     std::vector<std::unique_ptr<Connection>> connections_;  // indexed by fd
+    std::vector<std::size_t> service_of_fd_;                // each connection's services_ index
     std::vector<std::unique_ptr<Connection>> retired_;      // closed this batch, freed after it
     std::function<void()> on_shutdown_finished_;
     std::optional<TimerId> idle_timer_;

@@ -83,6 +83,11 @@ public:
     void stop() noexcept;
     // Calls `fn` from run() after `delay`.
     void after(std::chrono::milliseconds delay, std::function<void()> fn);
+    // Waits for `fd` in run() too: `on_ready(revents)` when poll(2) reports one of `events` (or an
+    // error or hangup). For the master's own descriptors (a listener, its clients); every worker
+    // inherits them, so its WorkerMain closes them. Watching a watched fd replaces its callback.
+    void watch(int fd, short events, std::function<void(short revents)> on_ready);
+    void unwatch(int fd) noexcept;
 
     std::size_t size() const noexcept { return workers_.size(); }
     std::size_t running() const noexcept;
@@ -104,6 +109,11 @@ private:
         Clock::time_point due;
         std::function<void()> fn;
     };
+    struct Watched {
+        int fd = -1;
+        short events = 0;
+        std::function<void(short)> on_ready;
+    };
 
     [[nodiscard]] Result<void> fork_worker(std::size_t index, const Handlers& handlers);
     void read_reports(std::size_t index, const Handlers& handlers);
@@ -115,6 +125,7 @@ private:
     WorkerMain main_;
     std::vector<Worker> workers_;
     std::vector<Timer> timers_;
+    std::vector<Watched> watched_;
     bool started_ = false;
     bool stopping_ = false;
 };

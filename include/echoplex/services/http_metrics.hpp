@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "echoplex/net/protocol.hpp"
 
@@ -24,6 +25,11 @@ public:
 
     // The whole response to one request head (the bytes up to its blank line).
     std::string respond(std::string_view head) const;
+    // Where the head in `received` ends (before its blank line), or npos while it has not ended.
+    static std::size_t head_end(std::string_view received) noexcept;
+    // The response for a head that grew past max_request, and for one the client cut short.
+    static std::string too_large_response();
+    static std::string bad_request_response();
 
 private:
     Render render_;

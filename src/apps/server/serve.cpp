@@ -78,7 +78,7 @@ int fail_to_start(const WorkerRole* worker, const std::string& line) {
 }  // namespace
 
 std::string notify_status(const ServerStats& stats) {
-    return fmt::format("STATUS=serving: {} open, {} accepted, {} refused", stats.open, stats.accepted, stats.refused);
+    return fmt::format("STATUS=serving: {} open, {} accepted, {} refused", stats.open, stats.accepted, stats.refused_total());
 }
 
 int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::Notifier* notifier) {
@@ -110,9 +110,10 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
         TcpServerOptions m;
         m.max_connections = 64;
         m.limits.input_limit = services::HttpMetrics::max_request * 2;
-        m.endpoints.push_back(Endpoint{{config.metrics->first}, config.metrics->second, "metrics", [&s, &config, started] {
-            return std::make_unique<services::HttpMetrics>([&s, &config, started] {
-                return render_metrics(s.stats(), {ECHOPLEX_VERSION, backend_name(config.backend), started, log::dropped()});
+        m.endpoints.push_back(Endpoint{{config.metrics->first}, config.metrics->second, "metrics", [&s, &l, &config, started] {
+            return std::make_unique<services::HttpMetrics>([&s, &l, &config, started] {
+                return render_metrics({counts_of(s, l, log::dropped())},
+                                      {ECHOPLEX_VERSION, backend_name(config.backend), started, log::dropped(), {}, 0});
             });
         }});
         auto made = TcpServer::create(l, std::move(m));
@@ -190,7 +191,9 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
         }
     } else {
         const int report_fd = worker->channel.report_fd;
-        report_stats = [&s, report_fd] { report_line(report_fd, worker_wire::stats_report(worker_wire::stats_tag, s.stats())); };
+        report_stats = [&s, &l, report_fd] {
+            report_line(report_fd, worker_wire::stats_report(worker_wire::stats_tag, counts_of(s, l, log::dropped())));
+        };
         auto watching = WorkerLink::watch(
             l, worker->channel.control_fd,
             [&](char command) {
@@ -224,7 +227,7 @@ int serve(const ServerConfig& config, const WorkerRole* worker, const systemd::N
     if (worker == nullptr) {
         log::info("{}", s.stats_line());
     } else {
-        report_line(worker->channel.report_fd, worker_wire::stats_report(worker_wire::final_tag, s.stats()));
+        report_line(worker->channel.report_fd, worker_wire::stats_report(worker_wire::final_tag, counts_of(s, l, log::dropped())));
     }
     return exit_status;
 }

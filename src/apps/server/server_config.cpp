@@ -203,7 +203,7 @@ ServerArgs parse_server_args(int argc, char** argv) {
     p.option(0, "proxy-timeout", "SECONDS", "with --proxy-protocol, close a connection whose header is\nnot complete this long after it was accepted (default 5)",
              [&](std::string_view v) { c.proxy_timeout_s = cli::parse_seconds("--proxy-timeout", v); });
     p.option(0, "metrics", "HOST:PORT",
-             "serve GET /metrics there (Prometheus text format) from the same\nloop, e.g. 127.0.0.1:9100 or [::1]:9100; port 0 picks one",
+             "serve GET /metrics there (Prometheus text format), e.g.\n127.0.0.1:9100 or [::1]:9100; port 0 picks one; with --workers\nthe master serves every worker's counts",
              [&](std::string_view v) { c.metrics = parse_host_port("--metrics", v); });
     p.option('w', "workers", "N|auto",
              fmt::format("worker processes, each with its own event loop and its own\nlistening sockets (SO_REUSEPORT); auto: one per CPU ({} here).\nDefault 1: one process, no master",
@@ -245,9 +245,6 @@ ServerArgs parse_server_args(int argc, char** argv) {
     if (c.backend == BackendKind::select && !max_given) {
         // What select can watch is the default; more is the user's choice, warned about at startup.
         c.max_connections = FD_SETSIZE - reserved_descriptors;
-    }
-    if (c.metrics && c.workers > 1) {
-        throw cli::UsageError("--metrics does not work with --workers yet: run one process, or leave --metrics out");
     }
     const auto given = [&](const char* host) { return std::find(c.hosts.begin(), c.hosts.end(), host) != c.hosts.end(); };
     if (given("::") && given("0.0.0.0")) {

@@ -1,7 +1,6 @@
 // The worker reports' format.
 #include "worker_wire.hpp"
 
-#include <array>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -9,42 +8,60 @@
 namespace echoplex::worker_wire {
 namespace {
 
-constexpr std::size_t fields = 8;
-
-std::array<std::uint64_t*, fields> fields_of(ServerStats& s) {
-    return {&s.accepted, &s.refused, &s.open, &s.peak, &s.bytes_in, &s.bytes_out, &s.paused, &s.proxy_rejected};
+// Every number of a report, in order, through one function for writing and reading alike.
+template <typename Counts, typename Visit>
+void each_number(Counts& counts, Visit&& visit) {
+    visit(counts.peak);
+    visit(counts.log_lines_dropped);
+    visit(counts.loop.waits);
+    visit(counts.loop.events);
+    for (auto& n : counts.loop.waits_in_bucket) {
+        visit(n);
+    }
+    for (auto& service : counts.services) {
+        auto& s = service.stats;
+        for (auto* field : {&s.accepted, &s.open, &s.peak, &s.bytes_in, &s.bytes_out, &s.paused, &s.proxy_rejected}) {
+            visit(*field);
+        }
+        for (auto& n : s.refused) {
+            visit(n);
+        }
+        for (auto& n : s.closed) {
+            visit(n);
+        }
+    }
 }
 
 }  // namespace
 
-std::string stats_report(std::string_view tag, const ServerStats& stats) {
-    ServerStats copy = stats;
+std::string stats_report(std::string_view tag, const ProcessCounts& counts) {
     std::string line(tag);
-    for (const std::uint64_t* field : fields_of(copy)) {
-        line += fmt::format(" {}", *field);
-    }
+    each_number(counts, [&](const std::uint64_t n) { line += fmt::format(" {}", n); });
     return line;
 }
 
-std::optional<ServerStats> parse_stats(std::string_view numbers) {
-    ServerStats stats;
+std::optional<ProcessCounts> parse_stats(std::string_view numbers, const std::vector<std::string>& services) {
+    ProcessCounts counts;
+    for (const std::string& name : services) {
+        counts.services.push_back(ServiceStats{name, {}});
+    }
     const char* at = numbers.data();
     const char* const end = numbers.data() + numbers.size();
-    for (std::uint64_t* field : fields_of(stats)) {
-        if (at == end || *at != ' ') {
-            return std::nullopt;
+    bool ok = true;
+    each_number(counts, [&](std::uint64_t& n) {
+        if (!ok || at == end || *at != ' ') {
+            ok = false;
+            return;
         }
         ++at;
-        const auto [next, ec] = std::from_chars(at, end, *field);
-        if (ec != std::errc{} || next == at) {
-            return std::nullopt;
-        }
+        const auto [next, ec] = std::from_chars(at, end, n);
+        ok = ec == std::errc{} && next != at;
         at = next;
-    }
-    if (at != end) {
+    });
+    if (!ok || at != end) {
         return std::nullopt;
     }
-    return stats;
+    return counts;
 }
 
 Report split_report(std::string_view line) noexcept {

@@ -10,8 +10,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
-#include "echoplex/net/connection.hpp"
+#include "metrics.hpp"
 
 namespace echoplex::worker_wire {
 
@@ -23,10 +24,14 @@ inline constexpr std::string_view error_tag = "error";
 inline constexpr std::string_view stats_tag = "stats";
 inline constexpr std::string_view final_tag = "final";
 
-// "TAG accepted refused open peak bytes_in bytes_out paused proxy_rejected".
-std::string stats_report(std::string_view tag, const ServerStats& stats);
-// The counts after a report's tag; nullopt unless exactly eight numbers follow it.
-std::optional<ServerStats> parse_stats(std::string_view numbers);
+// "TAG" and the counts as numbers: the process's peak, its dropped log lines, the loop's waits,
+// events and buckets, then per service accepted, open, peak, bytes_in, bytes_out, paused,
+// proxy_rejected, the refusals by cause and the closes by reason. The services' names are not
+// sent: every worker serves the same ones, in the order of `services`.
+std::string stats_report(std::string_view tag, const ProcessCounts& counts);
+// The counts after a report's tag, named after `services`; nullopt unless exactly as many numbers
+// follow as those services need.
+std::optional<ProcessCounts> parse_stats(std::string_view numbers, const std::vector<std::string>& services);
 
 // A report line split at its first blank: the tag and the rest.
 struct Report {

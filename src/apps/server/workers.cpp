@@ -5,8 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +19,9 @@
 #include "echoplex/net/bind_socket.hpp"
 #include "echoplex/net/tcp_server.hpp"
 #include "echoplex/net/worker_group.hpp"
+#include "echoplex/config.h"
+#include "master_metrics.hpp"
+#include "metrics.hpp"
 #include "program.hpp"
 #include "serve.hpp"
 #include "worker_wire.hpp"
@@ -49,28 +54,20 @@ std::string describe_exit(int status) {
 // One worker slot's counts: the workers that held it before (gone, their last report kept) and
 // the one holding it now.
 struct SlotStats {
-    ServerStats retired;
-    ServerStats current;
-    std::uint64_t peak = 0;  // the highest open count any worker in this slot reported
-    pid_t pid = -1;          // the slot's worker now, or its last one
-};
+    ProcessCounts retired;
+    ProcessCounts current;
+    pid_t pid = -1;  // the slot's worker now, or its last one
 
-ServerStats& operator+=(ServerStats& sum, const ServerStats& s) {
-    sum.accepted += s.accepted;
-    sum.refused += s.refused;
-    sum.open += s.open;
-    sum.peak += s.peak;
-    sum.bytes_in += s.bytes_in;
-    sum.bytes_out += s.bytes_out;
-    sum.paused += s.paused;
-    sum.proxy_rejected += s.proxy_rejected;
-    return sum;
-}
+    ProcessCounts counts() const { return followed_by(retired, current); }
+};
 
 class Master {
 public:
     Master(const ServerConfig& config, const systemd::Notifier& notifier)
-        : config_(config), notifier_(notifier), slots_(config.workers) {}
+        : config_(config),
+          notifier_(notifier),
+          services_(service_names(config.server_options().endpoints)),
+          slots_(config.workers) {}
 
     int run() {
         log::prepare();  // before the workers: they inherit the log's descriptors instead of opening their own
@@ -93,8 +90,19 @@ public:
         options.workers = config_.workers;
         options.signals = {SIGINT, SIGTERM, SIGUSR1, SIGHUP};
         options.restart = true;
+        if (config_.metrics) {
+            auto opened = MasterMetrics::open(config_.metrics->first, config_.metrics->second, [this] { return metrics_page(); });
+            if (!opened) {
+                log::error("cannot listen for --metrics: {}", opened.error().message());
+                return 1;
+            }
+            metrics_ = std::move(opened).value();
+        }
         WorkerGroup group(options, [this](const WorkerChannel& channel) { return worker_main(channel); });
         group_ = &group;
+        if (metrics_) {
+            metrics_->watch(group);
+        }
         const WorkerGroup::Handlers handlers = make_handlers();
         if (auto started = group.start(handlers); !started) {
             log::error("cannot start the workers: {}", started.error().message());
@@ -105,8 +113,10 @@ public:
         }
         if (auto ran = group.run(handlers); !ran) {
             log::error("supervising the workers failed: {}", ran.error().message());
+            metrics_.reset();
             return 1;
         }
+        metrics_.reset();  // before the group it watches in
         if (announced_) {
             print_stats();
         }
@@ -116,6 +126,9 @@ public:
 private:
     int worker_main(const WorkerChannel& channel) {
         reserved_.clear();  // the master's; the worker binds its own
+        if (metrics_) {
+            metrics_->forget_in_child();
+        }
         log::set_context(fmt::format("worker {}", channel.index + 1));
         const WorkerRole role{channel, role_ports_};
         return serve(config_, &role);
@@ -153,10 +166,8 @@ private:
                 log::error("worker {}: {}", i + 1, message);
             }
         } else if (tag == wire::stats_tag || tag == wire::final_tag) {
-            if (const auto stats = wire::parse_stats(rest)) {
-                SlotStats& slot = slots_[i];
-                slot.current = *stats;
-                slot.peak = std::max(slot.peak, stats->peak);
+            if (auto counts = wire::parse_stats(rest, services_)) {
+                slots_[i].current = std::move(*counts);
                 answered(i);
             }
         }
@@ -164,10 +175,9 @@ private:
 
     void on_exit(std::size_t i, pid_t pid, int status, std::optional<std::chrono::milliseconds> restart_in) {
         SlotStats& slot = slots_[i];
-        slot.current.open = 0;  // a worker gone has closed its connections, one way or another
-        slot.current.peak = 0;
-        slot.retired += slot.current;
-        slot.current = ServerStats{};
+        // A worker gone has closed its connections, one way or another.
+        slot.retired = followed_by(slot.retired, closed_out(std::move(slot.current)));
+        slot.current = ProcessCounts{};
         answered(i);  // a worker gone answers no more
         if (!announced_ && !stopping_) {
             // Before every worker served: the error line (if any) was printed; stop the rest.
@@ -203,6 +213,9 @@ private:
             log::info("SIG{} received: draining {} workers (up to {}s; again to exit now)", sigabbrev_np(signo),
                       group_->running(), config_.drain_timeout_s);
             notifier_.send(fmt::format("STOPPING=1\nSTATUS=draining {} connection(s)", summed().open));
+            if (metrics_) {
+                metrics_->stop();
+            }
         } else {
             log::warn("SIG{} again: workers exit now, dropping queued output", sigabbrev_np(signo));
             exit_status_ = 1;
@@ -224,6 +237,9 @@ private:
         const TcpServerOptions options = config_.server_options();
         for (std::size_t k = reserved_.size(); k < options.endpoints.size(); ++k) {
             where.push_back(fmt::format("{} ({})", describe_passed(options.endpoints[k].listen_fd), options.endpoints[k].service));
+        }
+        if (metrics_) {
+            where.push_back(fmt::format("{} (metrics)", metrics_->address()));
         }
         log::print(fmt::format("echoplex: listening on {}; {} workers; backend {}\n", fmt::join(where, ", "),
                                config_.workers, backend_name(config_.backend)));
@@ -280,12 +296,27 @@ private:
     ServerStats summed() const {
         ServerStats sum;
         for (const SlotStats& slot : slots_) {
-            ServerStats s = slot.retired;
-            s += slot.current;
-            s.peak = slot.peak;
-            sum += s;
+            sum += slot.counts().total();
         }
         return sum;
+    }
+
+    // Every worker's last report (a worker killed loses at most its last second of counts).
+    std::string metrics_page() const {
+        std::vector<ProcessCounts> sources;
+        for (const SlotStats& slot : slots_) {
+            ProcessCounts counts = slot.counts();
+            if (counts.services.empty()) {
+                // Not reported yet: zeros under the services' names, so that every series exists.
+                for (const std::string& name : services_) {
+                    counts.services.push_back(ServiceStats{name, {}});
+                }
+            }
+            sources.push_back(std::move(counts));
+        }
+        MetricsInfo info{ECHOPLEX_VERSION, backend_name(config_.backend), start_time_s_, log::dropped(),
+                         config_.workers, restarts_};
+        return render_metrics(sources, info);
     }
 
     void keep_status_fresh() {
@@ -303,10 +334,7 @@ private:
         const ServerStats sum = summed();
         log::info("{} workers={} restarts={}", format_stats(sum, config_.proxy_protocol), config_.workers, restarts_);
         for (std::size_t i = 0; i < slots_.size(); ++i) {
-            ServerStats s = slots_[i].retired;
-            s += slots_[i].current;
-            s.peak = slots_[i].peak;
-            log::debug("worker {} (pid {}) {}", i + 1, slots_[i].pid, format_stats(s, config_.proxy_protocol));
+            log::debug("worker {} (pid {}) {}", i + 1, slots_[i].pid, format_stats(slots_[i].counts().total(), config_.proxy_protocol));
         }
     }
 
@@ -314,7 +342,11 @@ private:
     const systemd::Notifier& notifier_;
     std::vector<std::vector<BoundSocket>> reserved_;  // per port: every address
     std::vector<std::uint16_t> role_ports_;
+    const std::vector<std::string> services_;  // the order of the workers' reports
     std::vector<SlotStats> slots_;
+    std::unique_ptr<MasterMetrics> metrics_;  // --metrics
+    const double start_time_s_ =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     std::vector<std::size_t> awaited_;  // workers whose answer to a SIGUSR1 has not come yet
     WorkerGroup* group_ = nullptr;
     std::size_t ready_ = 0;
