@@ -6,9 +6,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 # haproxy for the deploy/haproxy.cfg suite (tests/deploy/haproxy_test.cpp), systemd for
 # systemd-socket-activate and systemd-analyze (tests/apps/server/systemd_test.cpp), prometheus for
-# promtool (tests/apps/server/metrics_test.cpp); those suites
-# skip what is missing.
-bash "$root/scripts/deps.sh" haproxy systemd prometheus
+# promtool (tests/apps/server/metrics_test.cpp), python3-matplotlib for scripts/plot-run.py
+# (tests/scripts/plot_run_test.py); those suites skip what is missing.
+bash "$root/scripts/deps.sh" haproxy systemd prometheus python3-matplotlib
 bash "$root/scripts/build.sh" "$@"
 status=0
 meson test -C "$build" --print-errorlogs || status=$?

@@ -82,6 +82,33 @@ std::uint64_t Histogram::percentile(double percent) const noexcept {
     return max_;
 }
 
+std::uint64_t Histogram::count_at_or_below(std::uint64_t value) const noexcept {
+    if (value >= max_) {
+        return count_;
+    }
+    std::uint64_t seen = 0;
+    const std::size_t last = index_of(value);
+    for (std::size_t i = 0; i <= last; ++i) {
+        seen += counts_[i];
+    }
+    return seen;
+}
+
+double Histogram::stddev() const noexcept {
+    if (count_ == 0) {
+        return 0;
+    }
+    const long double mean = sum_ / static_cast<long double>(count_);
+    long double squares = 0;
+    for (std::size_t i = 0; i < bucket_count; ++i) {
+        if (counts_[i] != 0) {
+            const long double mid = static_cast<long double>(lowest_in(i) + (highest_in(i) - lowest_in(i)) / 2);
+            squares += static_cast<long double>(counts_[i]) * (mid - mean) * (mid - mean);
+        }
+    }
+    return static_cast<double>(std::sqrt(squares / static_cast<long double>(count_)));
+}
+
 std::string Histogram::serialize() const {
     std::string out = fmt::format("{} {} {} {:.0f}", count_, min(), max_, static_cast<double>(sum_));
     char sep = ' ';

@@ -38,6 +38,10 @@ public:
     // The value at or below which `percent` (0..100) of the records fall, within the relative
     // error above and clamped to [min, max]; 0 when empty.
     std::uint64_t percentile(double percent) const noexcept;
+    // Records in the buckets up to and including `value`'s (all of them from max() up).
+    std::uint64_t count_at_or_below(std::uint64_t value) const noexcept;
+    // From the buckets' midpoints, as HdrHistogram computes it; 0 when empty.
+    double stddev() const noexcept;
 
     // Compact text for passing a histogram between processes: "count min max sum i:n,i:n,...".
     std::string serialize() const;

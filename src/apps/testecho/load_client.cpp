@@ -28,6 +28,9 @@ constexpr std::size_t max_logged_errors = 5;
 // cannot starve the others on a level-triggered loop.
 constexpr int reads_per_event = 4;
 
+// --mode=discard: bytes written per writable event at most.
+constexpr std::size_t discard_write_budget = 1024 * 1024;
+
 std::uint64_t to_ns(Clock::duration d) {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(
         0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
@@ -115,6 +118,8 @@ void LoadClient::connected() {
     state_ = State::running;
     context_.result.connect.record(to_ns(now - connect_started_));
     ++context_.result.established;
+    ++context_.open;
+    counted_open_ = true;
     context_.notify(*this, LoadContext::Event::connected);
     if (state_ != State::running) {
         return;  // the notification stopped the run
@@ -125,7 +130,8 @@ void LoadClient::connected() {
     }
     // Spread the rate schedules of the clients over one interval (golden-ratio phases), so that a
     // thousand connections at 10/s do not all send in the same millisecond.
-    if (context_.settings.rate > 0) {
+    if (context_.settings.rate > 0 && !rate_started_) {
+        rate_started_ = true;  // a reconnect keeps the schedule: message k stays due at origin + k/rate
         const double interval = 1.0 / context_.settings.rate;
         const double phase = std::fmod(static_cast<double>(id_) * 0.6180339887, 1.0) * interval;
         rate_origin_ = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(phase));
@@ -138,7 +144,11 @@ void LoadClient::connected() {
 
 void LoadClient::fill(Clock::time_point now) {
     const auto& s = context_.settings;
-    while (!stopping_ && state_ == State::running && queued_ < quota_ && in_flight_.size() < s.pipeline) {
+    if (s.mode == TrafficMode::chargen) {
+        return;  // nothing is sent
+    }
+    while (!stopping_ && state_ == State::running && queued_ < quota_ && in_flight_.size() < s.pipeline &&
+           (s.reconnect_every == 0 || on_connection_ < s.reconnect_every)) {
         Clock::time_point intended = now;
         if (s.rate > 0) {
             // Message k is due at origin + k/rate whatever happened before: latency counts from
@@ -164,11 +174,22 @@ void LoadClient::fill(Clock::time_point now) {
         }
         in_flight_.push_back({message(queued_), intended});
         ++queued_;
+        ++on_connection_;
     }
 }
 
 void LoadClient::flush() {
-    while (state_ == State::running && unsent_index_ < in_flight_.size()) {
+    const bool discard = context_.settings.mode == TrafficMode::discard;
+    // discard refills as it writes, so a peer that takes everything could keep this connection
+    // here forever: a budget per event, as the server has, lets the others have their turn.
+    std::size_t budget = discard_write_budget;
+    while (state_ == State::running && !half_closed_ && budget > 0) {
+        if (discard) {
+            fill(Clock::now());  // messages written are done: make room for the next
+        }
+        if (unsent_index_ >= in_flight_.size()) {
+            break;
+        }
         std::array<iovec, 64> iov{};
         std::size_t count = 0;
         for (std::size_t i = unsent_index_; i < in_flight_.size() && count < iov.size(); ++i, ++count) {
@@ -188,7 +209,10 @@ void LoadClient::flush() {
             fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("send", sent.error).message()));
             return;
         }
-        context_.result.bytes_sent += sent.bytes;
+        if (Clock::now() >= context_.window_start) {
+            context_.result.bytes_sent += sent.bytes;  // (the warm-up's bytes are not counted)
+        }
+        budget -= std::min(budget, discard ? sent.bytes : std::size_t{0});
         auto left = sent.bytes;
         while (left > 0) {
             const std::size_t rest = in_flight_[unsent_index_].bytes.size() - unsent_offset_;
@@ -200,15 +224,57 @@ void LoadClient::flush() {
                 unsent_offset_ = 0;
             }
         }
+        if (discard) {
+            // Nothing comes back: a message is done once the kernel has taken all of it.
+            const auto now = Clock::now();
+            last_progress_ = now;
+            while (unsent_index_ > 0) {
+                complete_message(now, in_flight_.front().intended, false, in_flight_.front().bytes.size());
+                in_flight_.pop_front();
+                --unsent_index_;
+            }
+        }
     }
     update_interest();
+}
+
+void LoadClient::complete_message(Clock::time_point now, Clock::time_point intended, bool timed, std::size_t bytes) {
+    if (intended < context_.window_start) {
+        return;  // sent during the warm-up
+    }
+    ++context_.result.messages;
+    ++completed_;
+    if (context_.settings.mode == TrafficMode::discard) {
+        context_.result.payload += bytes;  // (echo counts its bytes as they are verified)
+    }
+    if (timed) {
+        const std::uint64_t ns = to_ns(now - intended);
+        context_.result.latency.record(ns);
+        context_.interval_latency.record(ns);
+    }
+}
+
+void LoadClient::take_chargen(std::string_view data, Clock::time_point now) {
+    const std::uint64_t before = chargen_.offset();
+    const std::uint64_t lines = chargen_.feed(data);
+    last_progress_ = now;
+    queued_ += lines;
+    on_connection_ += lines;
+    if (now >= context_.window_start) {
+        context_.result.payload += chargen_.offset() - before;
+        context_.result.messages += lines;
+        completed_ += lines;
+    }
+    if (chargen_.failed()) {
+        fail(Kind::mismatch, chargen_.error());
+    }
 }
 
 void LoadClient::update_interest() {
     if (state_ != State::running) {
         return;
     }
-    const Interest want = unsent_index_ < in_flight_.size() ? Interest::both : Interest::read;
+    const Interest want = unsent_index_ < in_flight_.size() && !half_closed_ ? Interest::both : Interest::read;
     if (auto changed = context_.loop.set_interest(fd_.get(), want); !changed) {
         fail(Kind::closed, changed.error().message());
     }
@@ -231,6 +297,7 @@ void LoadClient::on_writable() {
         return;
     }
     flush();
+    maybe_finish();
 }
 
 void LoadClient::on_readable() {
@@ -251,6 +318,10 @@ void LoadClient::receive() {
             return;
         }
         if (got_bytes.status == IoStatus::end) {
+            if (half_closed_) {
+                finish();  // the discard peer read everything we sent, and said nothing
+                return;
+            }
             // testecho always closes first, so any EOF from the server is early.
             fail(Kind::closed, fmt::format("offset {}: server closed the connection{}", data_offset_,
                                            in_flight_.empty() ? "" : " with echoes outstanding"));
@@ -258,11 +329,23 @@ void LoadClient::receive() {
         }
         const std::size_t n = got_bytes.bytes;
         const auto now = Clock::now();
-        context_.result.bytes_received += static_cast<std::uint64_t>(n);
+        if (now >= context_.window_start) {
+            context_.result.bytes_received += static_cast<std::uint64_t>(n);
+        }
         const std::string_view got(buffer.data(), static_cast<std::size_t>(n));
         if (role_ == Role::idle) {
             fail(Kind::mismatch, fmt::format("offset 0: {} unexpected bytes on an idle connection", n));
             return;
+        }
+        if (context_.settings.mode == TrafficMode::discard) {
+            fail(Kind::mismatch, fmt::format("offset {}: {} bytes came back from a discard peer, which must send nothing",
+                                             received_, n));
+            return;
+        }
+        received_ += n;
+        if (context_.settings.mode == TrafficMode::chargen) {
+            take_chargen(got, now);
+            continue;
         }
         if (!stamp_) {
             verify(got, now);
@@ -310,12 +393,13 @@ void LoadClient::verify(std::string_view data, Clock::time_point now) {
         }
         echoed_offset_ += n;
         data_offset_ += n;
-        context_.result.payload_received += n;
+        if (front.intended >= context_.window_start) {
+            context_.result.payload += n;
+        }
         data.remove_prefix(n);
         last_progress_ = now;
         if (echoed_offset_ == front.bytes.size()) {
-            context_.result.latency.record(to_ns(now - front.intended));
-            ++context_.result.messages;
+            complete_message(now, front.intended, true, front.bytes.size());
             in_flight_.pop_front();
             --unsent_index_;
             echoed_offset_ = 0;
@@ -324,10 +408,57 @@ void LoadClient::verify(std::string_view data, Clock::time_point now) {
 }
 
 void LoadClient::maybe_finish() {
-    if (state_ == State::running && role_ == Role::active && in_flight_.empty() &&
-        (stopping_ || queued_ >= quota_)) {
-        finish();
+    if (state_ != State::running || role_ != Role::active || half_closed_ || !in_flight_.empty()) {
+        return;
     }
+    if (stopping_ || queued_ >= quota_) {
+        finish_active();
+        return;
+    }
+    const std::uint64_t every = context_.settings.reconnect_every;
+    if (every > 0 && on_connection_ >= every) {
+        reconnect();
+    }
+}
+
+void LoadClient::finish_active() {
+    if (context_.settings.mode != TrafficMode::discard) {
+        finish();
+        return;
+    }
+    // The peer's EOF after ours says it read everything; bytes before it are caught as errors.
+    half_closed_ = true;
+    half_closed_at_ = Clock::now();
+    if (::shutdown(fd_.get(), SHUT_WR) != 0) {
+        fail(Kind::closed, fmt::format("offset {}: {}", data_offset_, Error::from_errno("shutdown").message()));
+        return;
+    }
+    update_interest();
+}
+
+void LoadClient::reconnect() {
+    context_.loop.unwatch(fd_.get());
+    fd_.reset();
+    if (counted_open_) {
+        --context_.open;
+        counted_open_ = false;
+    }
+    // The stream starts over on the new connection.
+    on_connection_ = 0;
+    unsent_index_ = 0;
+    unsent_offset_ = 0;
+    echoed_offset_ = 0;
+    data_offset_ = 0;
+    received_ = 0;
+    chargen_.reset();
+    if (stamp_) {
+        stamp_.emplace();
+    }
+    state_ = State::connecting;
+    connect_started_ = Clock::now();
+    candidate_ = target_.preferred;
+    tried_ = 0;
+    connect_candidate();
 }
 
 void LoadClient::stop_sending() {
@@ -367,14 +498,24 @@ void LoadClient::check_timeout(Clock::time_point now) {
     if (state_ == State::connecting && now - connect_started_ > limit) {
         fail(Kind::connect, fmt::format("connect: no answer within {:g} s",
                                         std::chrono::duration<double>(limit).count()));
-    } else if (state_ == State::running && !in_flight_.empty() && now - last_progress_ > limit) {
-        fail(Kind::timeout, fmt::format("offset {}: no echo within {:g} s", data_offset_,
-                                        std::chrono::duration<double>(limit).count()));
+    } else if (half_closed_ && now - half_closed_at_ > limit) {
+        fail(Kind::timeout, fmt::format("offset {}: the discard peer did not close within {:g} s of our FIN",
+                                        data_offset_, std::chrono::duration<double>(limit).count()));
+    } else if (state_ == State::running && !half_closed_ && now - last_progress_ > limit &&
+               (!in_flight_.empty() || (role_ == Role::active && context_.settings.mode == TrafficMode::chargen))) {
+        const std::string_view what = context_.settings.mode == TrafficMode::echo      ? "no echo"
+                                      : context_.settings.mode == TrafficMode::discard ? "the discard peer took no bytes"
+                                                                                        : "no chargen bytes";
+        fail(Kind::timeout, fmt::format("offset {}: {} within {:g} s",
+                                        context_.settings.mode == TrafficMode::chargen ? chargen_.offset() : data_offset_,
+                                        what, std::chrono::duration<double>(limit).count()));
     }
 }
 
 void LoadClient::expire() {
-    if (state_ == State::running && !in_flight_.empty()) {
+    if (half_closed_ && state_ == State::running) {
+        fail(Kind::timeout, fmt::format("offset {}: the discard peer had not closed when the run ended", data_offset_));
+    } else if (state_ == State::running && !in_flight_.empty()) {
         fail(Kind::timeout, fmt::format("offset {}: {} message(s) still unanswered when the run ended", data_offset_,
                                         in_flight_.size()));
     } else if (state_ == State::connecting) {
@@ -417,6 +558,10 @@ void LoadClient::finish() {
         return;
     }
     state_ = State::finished;
+    if (counted_open_) {
+        --context_.open;
+        counted_open_ = false;
+    }
     if (rate_timer_) {
         context_.loop.cancel_timer(*rate_timer_);
         rate_timer_.reset();

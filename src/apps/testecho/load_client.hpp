@@ -18,6 +18,7 @@
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/io_handler.hpp"
 #include "echoplex/io/unique_fd.hpp"
+#include "chargen_check.hpp"
 #include "report.hpp"
 #include "settings.hpp"
 #include "stamp.hpp"
@@ -61,6 +62,11 @@ struct LoadContext {
     std::function<void(LoadClient&, Event)> notify;
     std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // one buffer for every client
     std::size_t errors_logged = 0;
+    // The measured window starts here (after --warmup): messages meant to be sent earlier, and
+    // chargen lines received earlier, are warm-up and are counted nowhere.
+    Clock::time_point window_start{};
+    Histogram interval_latency;  // the latencies of the interval under way (--interval)
+    std::size_t open = 0;        // connections established now, idle ones included
 };
 
 class LoadClient final : public IoHandler {
@@ -85,6 +91,8 @@ public:
     void check_timeout(Clock::time_point now);
     // The drain deadline passed: messages still in flight count as one timeout error.
     void expire();
+    // Messages this active connection completed in the measured window, over every reconnect.
+    std::uint64_t completed() const noexcept { return completed_; }
 
     std::size_t id() const noexcept { return id_; }
     Role role() const noexcept { return role_; }
@@ -115,6 +123,16 @@ private:
     // says this address is wrong (refused, unreachable), else a connect failure.
     void connect_failed(const std::string& what, int err);
     void maybe_finish();
+    // An active connection that has sent (or, chargen, received) all it will: closes, except
+    // that a discard connection first sends its FIN and waits for the peer's, reading nothing.
+    void finish_active();
+    // --reconnect-every: closes this connection and connects again, the stream starting over.
+    void reconnect();
+    // One message done: counted, and its latency recorded when `timed`, unless it belongs to the
+    // warm-up.
+    void complete_message(Clock::time_point now, Clock::time_point intended, bool timed, std::size_t bytes);
+    // chargen: checks what arrived, counting the lines it completes.
+    void take_chargen(std::string_view data, Clock::time_point now);
     std::string_view message(std::uint64_t seq) const noexcept;
 
     LoadContext& context_;
@@ -133,7 +151,15 @@ private:
     std::size_t echoed_offset_ = 0;  // bytes of in_flight_.front() already echoed and verified
     std::uint64_t queued_ = 0;       // messages put in flight so far
     std::uint64_t data_offset_ = 0;  // verified data bytes: the offset reported on a mismatch
+    std::uint64_t completed_ = 0;    // messages done in the measured window
+    std::uint64_t on_connection_ = 0;  // messages queued (chargen: lines received) since connecting
+    std::uint64_t received_ = 0;     // bytes received on this connection (discard: all unexpected)
     bool stopping_ = false;
+    bool counted_open_ = false;      // counted in LoadContext::open
+    bool rate_started_ = false;      // the --rate schedule's origin is set (once: reconnects keep it)
+    bool half_closed_ = false;       // discard: our FIN sent, waiting for the peer's
+    Clock::time_point half_closed_at_{};
+    ChargenCheck chargen_;
 
     Clock::time_point connect_started_{};
     Clock::time_point rate_origin_{};

@@ -21,9 +21,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// How often deadlines are checked; the progress callback runs every tick_per_progress ticks.
+// How often deadlines are checked.
 constexpr auto tick = 250ms;
-constexpr int ticks_per_progress = 4;
 
 // Extra pattern bytes beyond --size: each client's window starts somewhere in this spread.
 constexpr std::size_t pattern_spread = 251;
@@ -50,7 +49,7 @@ class LoadRun {
 public:
     LoadRun(EventLoop& loop, const LoadSettings& settings, std::vector<Target>& targets, const ProgressFn& progress)
         : loop_(loop), settings_(settings), progress_(progress),
-          context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}} {
+          context_{loop, settings, result_, {}, {}, seconds(settings.timeout_s), {}, std::vector<char>(64 * 1024), 0, {}, {}, 0} {
         if (settings.messages.empty()) {
             pattern_ = make_pattern(settings.size + pattern_spread);
             context_.pattern = pattern_;
@@ -100,6 +99,8 @@ public:
             }
         }
         schedule_tick();
+        // Until the window is set, everything is warm-up for nothing: begin_active sets it.
+        context_.window_start = Clock::time_point::max();
         if (idle_.empty()) {
             begin_active();
         } else {
@@ -121,6 +122,11 @@ public:
         }
         if (drain_timer_) {
             loop_.cancel_timer(*drain_timer_);
+        }
+        for (const std::optional<TimerId>* timer : {&warmup_timer_, &interval_timer_}) {
+            if (*timer) {
+                loop_.cancel_timer(**timer);
+            }
         }
         return result_;
     }
@@ -157,11 +163,16 @@ private:
         }
         active_started_ = true;
         start_ = Clock::now();
-        if (settings_.duration_s) {
-            stop_timer_ = loop_.add_timer_at(start_ + seconds(*settings_.duration_s), [this] {
-                stop_timer_.reset();
-                begin_stop();
+        if (settings_.warmup_s > 0) {
+            // The load starts now; the window, its clock and its stop condition after the warm-up.
+            const auto window = start_ + seconds(settings_.warmup_s);
+            context_.window_start = window;
+            warmup_timer_ = loop_.add_timer_at(window, [this, window] {
+                warmup_timer_.reset();
+                begin_window(window);
             });
+        } else {
+            begin_window(start_);
         }
         if (active_.empty()) {
             end_run();
@@ -175,6 +186,53 @@ private:
             return;
         }
         pace(active_, 0, start_);
+    }
+
+    // The measured window opens at `at` (this runs a little later, when its timer fires): the
+    // warm-up's messages and bytes were never counted (the clients compare with window_start), so
+    // what is counted so far is the window's. The duration, the intervals and -d count from `at`.
+    // Errors and connections count over the whole run; the first interval has any from before.
+    void begin_window(Clock::time_point at) {
+        context_.window_start = at;
+        start_ = at;
+        window_open_ = true;
+        last_ = Snapshot{};
+        if (settings_.duration_s && !stopping_) {
+            stop_timer_ = loop_.add_timer_at(start_ + seconds(*settings_.duration_s), [this] {
+                stop_timer_.reset();
+                begin_stop();
+            });
+        }
+        schedule_interval(1);
+    }
+
+    void schedule_interval(std::uint64_t k) {
+        const auto due = start_ + seconds(settings_.interval_s * static_cast<double>(k));
+        interval_timer_ = loop_.add_timer_at(due, [this, k] {
+            interval_timer_.reset();
+            close_interval(Clock::now());
+            if (!done_) {
+                schedule_interval(k + 1);
+            }
+        });
+    }
+
+    // One step of the time series: what changed since the last one.
+    void close_interval(Clock::time_point now) {
+        IntervalStats step;
+        step.t = std::chrono::duration<double>(now - start_).count();
+        step.messages = result_.messages - last_.messages;
+        step.bytes = result_.payload - last_.payload;
+        step.errors = result_.errors.total() - last_.errors;
+        step.open = context_.open;
+        step.latency = context_.interval_latency.serialize();
+        context_.interval_latency = Histogram{};
+        last_ = Snapshot{result_.messages, result_.payload, result_.errors.total()};
+        last_close_ = now;
+        result_.intervals.push_back(std::move(step));
+        if (progress_ && !done_) {
+            progress_(result_, result_.intervals.back(), result_.intervals.back().t);
+        }
     }
 
     void begin_stop() {
@@ -200,6 +258,7 @@ private:
     }
 
     void interrupted() {
+        result_.interrupted = true;
         if (stopping_) {
             // A second interrupt: stop waiting for echoes.
             for (auto& c : active_) {
@@ -243,7 +302,26 @@ private:
             return;
         }
         done_ = true;
-        result_.duration_s = active_started_ ? std::chrono::duration<double>(Clock::now() - start_).count() : 0.0;
+        const auto now = Clock::now();
+        result_.duration_s = window_open_ ? std::chrono::duration<double>(now - start_).count() : 0.0;
+        if (window_open_) {
+            // The last, partial step, so that the intervals add up to the totals.
+            const bool changed = result_.messages != last_.messages || result_.payload != last_.payload ||
+                                 result_.errors.total() != last_.errors;
+            if (changed || result_.intervals.empty() || now - last_close_ > 1ms) {
+                close_interval(now);
+            }
+        } else {
+            // Ended during the warm-up: nothing was measured.
+            result_.messages = 0;
+            result_.payload = 0;
+            result_.bytes_sent = 0;
+            result_.bytes_received = 0;
+            result_.latency = Histogram{};
+        }
+        for (auto& c : active_) {
+            result_.per_connection.push_back({c->id(), window_open_ ? c->completed() : 0});
+        }
         for (auto& c : idle_) {
             c->finish_idle();
         }
@@ -258,9 +336,6 @@ private:
             }
             for (auto& c : active_) {
                 c->check_timeout(now);
-            }
-            if (++ticks_ % ticks_per_progress == 0 && progress_ && active_started_ && !done_) {
-                progress_(result_, std::chrono::duration<double>(now - start_).count());
             }
             if (!done_) {
                 schedule_tick();
@@ -282,12 +357,22 @@ private:
     bool active_started_ = false;
     bool stopping_ = false;
     bool done_ = false;
-    int ticks_ = 0;
-    Clock::time_point start_{};
+    // The totals at the last interval's end, for the next one's differences.
+    struct Snapshot {
+        std::uint64_t messages = 0;
+        std::uint64_t payload = 0;
+        std::uint64_t errors = 0;
+    };
+    Snapshot last_;
+    Clock::time_point last_close_{};
+    bool window_open_ = false;
+    Clock::time_point start_{};  // the measured window's start (the load's, until begin_window)
     std::optional<TimerId> tick_timer_;
     std::optional<TimerId> pace_timer_;
     std::optional<TimerId> stop_timer_;
     std::optional<TimerId> drain_timer_;
+    std::optional<TimerId> warmup_timer_;
+    std::optional<TimerId> interval_timer_;
 };
 
 }  // namespace

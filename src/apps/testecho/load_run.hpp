@@ -15,8 +15,9 @@
 
 namespace echoplex::testecho {
 
-// Called about once a second with the result so far and the seconds since the load began.
-using ProgressFn = std::function<void(const RunResult& so_far, double elapsed_s)>;
+// Called at the end of every --interval of the measured window with the result so far, the
+// interval just closed (also the last of so_far.intervals) and the seconds since the window began.
+using ProgressFn = std::function<void(const RunResult& so_far, const IntervalStats& last, double elapsed_s)>;
 
 // Resolves `host` (a name or a numeric address) once per port, to every address the resolver
 // gives, in its order, duplicates dropped.

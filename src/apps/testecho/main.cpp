@@ -6,12 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,22 @@ double parse_rate(std::string_view option, std::string_view text) {
     return value;
 }
 
+// --percentiles: each in (0, 100), ascending, no repeats; "50,99,99.9".
+std::vector<double> parse_percentiles(std::string_view text) {
+    std::vector<double> out;
+    for (const std::string_view item : cli::split_list("--percentiles", text)) {
+        double value = 0;
+        const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+        if (item.empty() || ec != std::errc{} || end != item.data() + item.size() || !(value > 0 && value < 100)) {
+            throw cli::UsageError(fmt::format("--percentiles: '{}' is not a percentile between 0 and 100 (e.g. 99.9)", item));
+        }
+        out.push_back(value);
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
 struct Args {
     enum class Action { run, help, version } action = Action::run;
     LoadSettings settings;
@@ -58,6 +76,7 @@ Args parse_args(int argc, char** argv) {
     bool backend_given = false;
     bool ports_given = false;
     bool quiet = false;
+    bool reply_given = false;
     std::optional<std::string> message;
     std::optional<std::uint64_t> size;
     std::vector<std::string> positional;
@@ -111,9 +130,32 @@ Args parse_args(int argc, char** argv) {
     p.option(0, "reply", "MODE", "echo: expect the bytes sent back (default);\nstamp: expect the book's 'Echo=>DATA at TIME'",
              [&](std::string_view v) {
                  s.reply = cli::parse_choice("--reply", v, {"echo", "stamp"}) == 0 ? ReplyMode::echo : ReplyMode::stamp;
+                 reply_given = true;
+             });
+    p.option(0, "mode", "MODE",
+             "echo: send and verify each echo (default); discard: send only,\n"
+             "any byte back is an error; chargen: receive only, every RFC 864\nline verified",
+             [&](std::string_view v) {
+                 static constexpr TrafficMode modes[] = {TrafficMode::echo, TrafficMode::discard, TrafficMode::chargen};
+                 s.mode = modes[cli::parse_choice("--mode", v, {"echo", "discard", "chargen"})];
+             });
+    p.option(0, "warmup", "TIME", "run the load this long first and leave it out of every\nfigure but errors (needs -d)",
+             [&](std::string_view v) { s.warmup_s = cli::parse_seconds("--warmup", v); });
+    p.option(0, "reconnect-every", "N", "close and reopen each connection after N messages\n(connect latency under load)",
+             [&](std::string_view v) {
+                 s.reconnect_every = static_cast<std::uint64_t>(cli::parse_int("--reconnect-every", v, 1, INT64_MAX));
              });
     p.option(0, "timeout", "TIME", "connect and echo deadline; also how long to wait\nfor echoes after -d ends (default 5s)",
              [&](std::string_view v) { s.timeout_s = cli::parse_seconds("--timeout", v); });
+    p.option(0, "percentiles", "LIST", "latency percentiles to report (default 50,90,99,99.9)",
+             [&](std::string_view v) { s.percentiles = parse_percentiles(v); });
+    p.option(0, "interval", "TIME", "step of the time series: JSON \"intervals\", --csv and the\nlive line (default 1s)",
+             [&](std::string_view v) { s.interval_s = cli::parse_seconds("--interval", v); });
+    p.option(0, "hdr-out", "FILE", "write the latency distribution there, in HdrHistogram's\npercentile text format",
+             [&](std::string_view v) { s.hdr_out = std::string(v); });
+    p.option(0, "csv", "FILE", "write the time series there as CSV", [&](std::string_view v) { s.csv_out = std::string(v); });
+    p.flag(0, "allow-interrupt", "exit 0 after SIGINT/SIGTERM if nothing else failed\n(otherwise an interrupted run exits 1)",
+           [&] { s.allow_interrupt = true; });
     p.flag(0, "json", "print the result as one JSON object on stdout, nothing else", [&] { s.json = true; });
     p.flag('q', "quiet", "no progress line, errors only on stderr", [&] { quiet = true; });
     p.positionals("[HOST [WORD...]]", [&](std::string_view w) { positional.emplace_back(w); });
@@ -122,7 +164,8 @@ Args parse_args(int argc, char** argv) {
     if (args.action == Args::Action::help) {
         args.text = p.help() +
                     "\nExit status: 0 every echo verified, 1 any mismatch, early close, timeout or\n"
-                    "connect failure, 2 usage error. Errors are counted by kind and the first is shown.\n";
+                    "connect failure, or a run ended by SIGINT/SIGTERM (unless --allow-interrupt),\n"
+                    "2 usage error. Errors are counted by kind and the first is shown.\n";
         return args;
     }
     if (args.action == Args::Action::version) {
@@ -131,6 +174,24 @@ Args parse_args(int argc, char** argv) {
     }
     if (!backend_given) {
         s.backend = backend_from_environment().value_or(s.backend);
+    }
+    if (s.mode == TrafficMode::chargen) {
+        // Nothing is sent: the options that shape what is sent cannot apply.
+        if (size || message || positional.size() > 1) {
+            throw cli::UsageError("--mode=chargen sends nothing: leave out -s, -m and WORDs");
+        }
+        if (s.pipeline != 1 || s.rate > 0) {
+            throw cli::UsageError("--mode=chargen sends nothing: leave out -P/--pipeline and -r/--rate");
+        }
+    }
+    if (s.mode != TrafficMode::echo && reply_given && s.reply != ReplyMode::echo) {
+        throw cli::UsageError("--reply=stamp expects replies: it goes with --mode=echo only");
+    }
+    if (s.warmup_s > 0 && s.requests) {
+        throw cli::UsageError("--warmup goes with -d/--duration: with -n the warm-up's messages would count towards N");
+    }
+    if (s.interval_s <= 0) {
+        throw cli::UsageError("--interval must be more than 0");
     }
     if (s.duration_s && s.requests) {
         throw cli::UsageError("-d/--duration and -n/--requests are alternatives: give one");
@@ -162,7 +223,9 @@ Args parse_args(int argc, char** argv) {
         }
     }
     if (!s.duration_s && !s.requests) {
-        if (!positional.empty()) {
+        // chargen and discard have no book to follow: a host alone runs for the default time.
+        const bool book = s.mode == TrafficMode::echo ? !positional.empty() : positional.size() > 1;
+        if (book) {
             // The book: every client sends each word once, in lockstep.
             s.requests = s.connections * s.messages.size();
         } else {
@@ -195,18 +258,18 @@ void raise_fd_limit(std::size_t wanted) {
     }
 }
 
-// The live line: this second's rate and the running totals, overwritten in place.
+// The live line: the interval just closed (the same figures as that step of the JSON series) and
+// the running totals, overwritten in place.
 class ProgressLine {
 public:
-    void update(const RunResult& r, double elapsed) {
-        const double dt = elapsed - last_elapsed_;
-        const double rate = dt > 0 ? static_cast<double>(r.messages - last_messages_) / dt : 0.0;
-        last_elapsed_ = elapsed;
-        last_messages_ = r.messages;
-        std::fputs(fmt::format("\r[{:6.1f}s] {} conns  {} msgs  {:.0f} msg/s  {:.3f} MiB/s  p50 {:.3f} ms  errors {}\033[K",
-                               elapsed, r.established, r.messages, rate,
-                               elapsed > 0 ? static_cast<double>(r.payload_received) / (1024.0 * 1024.0) / elapsed : 0.0,
-                               static_cast<double>(r.latency.percentile(50)) / 1e6, r.errors.total())
+    explicit ProgressLine(double interval_s) : interval_s_(interval_s) {}
+    void update(const RunResult& r, const IntervalStats& last, double elapsed) {
+        const Histogram latency = last.latency_histogram();
+        const std::string p50 = latency.count() == 0 ? std::string("-")
+                                                     : fmt::format("{:.3f} ms", static_cast<double>(latency.percentile(50)) / 1e6);
+        std::fputs(fmt::format("\r[{:6.1f}s] {} open  {} msgs  {:.0f} msg/s  {:.3f} MiB/s  p50 {}  errors {}\033[K", elapsed,
+                               last.open, r.messages, static_cast<double>(last.messages) / interval_s_,
+                               static_cast<double>(last.bytes) / (1024.0 * 1024.0) / interval_s_, p50, r.errors.total())
                        .c_str(),
                    stderr);
         shown_ = true;
@@ -218,8 +281,7 @@ public:
     }
 
 private:
-    double last_elapsed_ = 0;
-    std::uint64_t last_messages_ = 0;
+    double interval_s_;
     bool shown_ = false;
 };
 
@@ -230,10 +292,10 @@ Result<RunResult> run_share(const LoadSettings& share) {
         return std::move(loop).error();
     }
     const LogPump log_pump(**loop);
-    ProgressLine line;
+    ProgressLine line(share.interval_s);
     ProgressFn progress;
     if (share.progress) {
-        progress = [&line](const RunResult& r, double elapsed) { line.update(r, elapsed); };
+        progress = [&line](const RunResult& r, const IntervalStats& last, double elapsed) { line.update(r, last, elapsed); };
     }
     auto result = run_load(**loop, share, progress);
     line.clear();
@@ -334,6 +396,37 @@ RunResult run_procs(const LoadSettings& settings) {
     return merged;
 }
 
+struct FileCloser {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
+// `path` opened for writing (nothing when empty); a failure is logged and gives nullptr.
+FilePtr open_output(std::string_view option, const std::string& path) {
+    if (path.empty()) {
+        return nullptr;
+    }
+    FilePtr f(std::fopen(path.c_str(), "w"));
+    if (!f) {
+        log::error("{} {}: {}", option, path, Error::from_errno("fopen").message());
+    }
+    return f;
+}
+
+// Writes `text` to `file` (opened by open_output for `path`) and closes it; false on failure.
+bool write_file(FilePtr& file, const std::string& path, const std::string& text) {
+    if (!file) {
+        return true;  // not asked for
+    }
+    const bool written = std::fwrite(text.data(), 1, text.size(), file.get()) == text.size();
+    const bool closed = std::fclose(file.release()) == 0;
+    if (!written || !closed) {
+        log::error("{}: {}", path, Error::from_errno("write").message());
+        return false;
+    }
+    return true;
+}
+
 int run_testecho(int argc, char** argv) {
     log::set_program("testecho");
     const Args args = parse_args(argc, argv);
@@ -351,6 +444,13 @@ int run_testecho(int argc, char** argv) {
         return 1;
     }
 
+    // Opened before the run, so that a path that cannot be written fails now, not after it.
+    FilePtr hdr_out = open_output("--hdr-out", settings.hdr_out);
+    FilePtr csv_out = open_output("--csv", settings.csv_out);
+    if ((!settings.hdr_out.empty() && !hdr_out) || (!settings.csv_out.empty() && !csv_out)) {
+        return 1;
+    }
+
     RunResult result;
     if (settings.procs == 1) {
         auto ran = run_share(settings);
@@ -364,7 +464,19 @@ int run_testecho(int argc, char** argv) {
     }
     const std::string report = settings.json ? json_report(settings, result) : human_report(settings, result);
     std::fputs(report.c_str(), stdout);
-    std::fflush(stdout);
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+        log::error("{}", Error::from_errno("writing the report to stdout").message());
+        return 1;
+    }
+    if (!write_file(hdr_out, settings.hdr_out, hdr_distribution(result.latency)) ||
+        !write_file(csv_out, settings.csv_out, csv_intervals(result))) {
+        return 1;
+    }
+    if (result.interrupted && !settings.allow_interrupt) {
+        log::error("interrupted: the run was ended early, so its figures cover less than asked "
+                   "(exit status 1; --allow-interrupt makes it 0)");
+        return 1;
+    }
     return result.verified() ? 0 : 1;
 }
 

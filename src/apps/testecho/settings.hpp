@@ -14,6 +14,10 @@ namespace echoplex::testecho {
 // What the server is expected to answer: the bytes sent, or the book's stamped reply.
 enum class ReplyMode { echo, stamp };
 
+// Which way the bytes go: both (echo), up only (to a discard service: nothing may come back), or
+// down only (from a chargen service: RFC 864's rotating lines, each one verified).
+enum class TrafficMode { echo, discard, chargen };
+
 struct LoadSettings {
     BackendKind backend = available_backends().front();
     std::string host = "127.0.0.1";
@@ -36,6 +40,15 @@ struct LoadSettings {
     double connect_rate = 0;      // new connections per second; 0 = all at once
     double timeout_s = 5;         // connect, reply and drain deadline
     ReplyMode reply = ReplyMode::echo;
+    TrafficMode mode = TrafficMode::echo;
+    // Latency percentiles of the reports, ascending, each in (0, 100).
+    std::vector<double> percentiles = {50, 90, 99, 99.9};
+    double interval_s = 1;        // the time series' step (JSON "intervals", --csv, the live line)
+    double warmup_s = 0;          // load before the measured window, left out of its figures
+    std::uint64_t reconnect_every = 0;  // messages per connection before it is closed and reopened
+    bool allow_interrupt = false;  // an interrupted run may still exit 0
+    std::string hdr_out;           // --hdr-out FILE: the latency distribution, HdrHistogram's text
+    std::string csv_out;           // --csv FILE: the intervals
     bool json = false;
     bool progress = false;        // a live line on stderr (only when stderr is a terminal)
 

@@ -65,6 +65,9 @@ public:
     explicit JsonReader(std::string_view text) : text_(text) {}
 
     Json document() {
+        if (!valid_utf8(text_)) {
+            fail("not UTF-8 (RFC 8259 section 8.1)");
+        }
         Json v = value();
         skip_space();
         if (pos_ != text_.size()) {
@@ -74,6 +77,25 @@ public:
     }
 
 private:
+    // Lead and continuation bytes in order (overlongs and surrogates are the report's unit
+    // test's business).
+    static bool valid_utf8(std::string_view text) {
+        for (std::size_t i = 0; i < text.size();) {
+            const auto lead = static_cast<unsigned char>(text[i]);
+            const std::size_t n = lead < 0x80 ? 1 : lead >= 0xc2 && lead < 0xe0 ? 2 : lead >= 0xe0 && lead < 0xf0 ? 3
+                                                                                : lead >= 0xf0 && lead < 0xf5 ? 4 : 0;
+            if (n == 0 || i + n > text.size()) {
+                return false;
+            }
+            for (std::size_t k = 1; k < n; ++k) {
+                if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) {
+                    return false;
+                }
+            }
+            i += n;
+        }
+        return true;
+    }
     [[noreturn]] void fail(const std::string& why) const {
         throw std::runtime_error("bad JSON at " + std::to_string(pos_) + ": " + why);
     }
@@ -315,6 +337,15 @@ TEST_CASE("--procs merges the children's results") {
     CHECK(j["settings"]["procs"].u64() == 2);
     CHECK(j["connections"]["established"].u64() == 6);
     CHECK(j["connect_ms"]["count"].u64() == 6);
+    // Every process's intervals and connections, merged.
+    std::uint64_t in_intervals = 0;
+    for (const Json& i : j["intervals"].array) {
+        in_intervals += i["messages"].u64();
+    }
+    CHECK(in_intervals == 600);
+    CHECK(j["per_connection"]["count"].u64() == 6);
+    CHECK(j["per_connection"]["min"].u64() == 100);
+    CHECK(j["per_connection"]["max"].u64() == 100);
     // Each port's address, resolved by every process and merged: the one connected to.
     REQUIRE(j["addresses"].array.size() == 2);
     for (std::size_t i = 0; i < 2; ++i) {
@@ -403,12 +434,18 @@ TEST_CASE("an unreachable server: connect errors and exit status 1") {
     CHECK(j["first_error"].string.find("ECONNREFUSED") != std::string::npos);
 }
 
-TEST_CASE("SIGINT ends a long run early and still reports, with one process and with --procs") {
+TEST_CASE("SIGINT ends a long run early, still reports, and says it was interrupted (exit 1 unless allowed)") {
     for (const std::string procs : {"1", "2"}) {
         CAPTURE(procs);
+        // One process exits 1 as an interrupted run does; the --procs run is allowed to be one.
+        const bool allowed = procs == "2";
         ServerProcess server({"--port", "0", "--port", "0"});
-        ChildProcess run(env_path("TESTECHO_BIN"), {"--backend=" + backend(), "--port", port_list(server), "-c", "4",
-                                                    "--procs", procs, "-d", "120", "--json"});
+        std::vector<std::string> args = {"--backend=" + backend(), "--port", port_list(server), "-c", "4",
+                                         "--procs", procs, "-d", "120", "--json"};
+        if (allowed) {
+            args.emplace_back("--allow-interrupt");
+        }
+        ChildProcess run(env_path("TESTECHO_BIN"), args);
         // Traffic has begun once the server has echoed something: ask it (SIGUSR1) until it says so.
         const auto seen = server.ask_stats_until([](const Stats& s) { return s.bytes_out > 0; });
         REQUIRE((seen && seen->bytes_out > 0));
@@ -418,8 +455,13 @@ TEST_CASE("SIGINT ends a long run early and still reports, with one process and 
         run.wait_output_eof(5s);
         INFO("stderr: ", run.stderr_text());
         INFO("stdout: ", run.stdout_text());
-        REQUIRE_MESSAGE(status->ok(), status->describe());
+        REQUIRE(status->exited);
+        CHECK(status->code == (allowed ? 0 : 1));
+        if (!allowed) {
+            CHECK(run.stderr_text().find("interrupted") != std::string::npos);
+        }
         const Json j = JsonReader(run.stdout_text()).document();
+        CHECK(j["interrupted"].boolean);
         CHECK(j["verified"].boolean);
         CHECK(j["messages"].u64() > 0);
         CHECK(j["duration_s"].number < 60);
@@ -433,7 +475,7 @@ TEST_CASE("SIGINT ends a long run early and still reports, with one process and 
 // or never answers. Stopped by a byte on a pipe, so it never needs a timeout.
 class FaultyPeer {
 public:
-    enum class Fault { flip_byte, close_early, silent };
+    enum class Fault { flip_byte, close_early, silent, bad_chargen };
 
     explicit FaultyPeer(Fault fault) : fault_(fault) {
         listener_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -467,6 +509,20 @@ public:
 
     // The stream offset of each connection whose byte is flipped.
     static constexpr std::size_t flipped_offset = 30;
+    // bad_chargen: 100 RFC 864 lines (7400 bytes) at once, wrong at this offset, then silence.
+    static constexpr std::size_t chargen_bad_offset = 5000;
+
+    static std::string bad_chargen_stream() {
+        std::string out;
+        for (std::size_t line = 0; line < 100; ++line) {
+            for (std::size_t i = 0; i < 72; ++i) {
+                out += static_cast<char>(' ' + (line + i) % 95);
+            }
+            out += "\r\n";
+        }
+        out[chargen_bad_offset] = out[chargen_bad_offset] == 'x' ? 'y' : 'x';
+        return out;
+    }
 
 private:
     struct Peer {
@@ -511,6 +567,10 @@ private:
             if (fds[1].revents != 0) {
                 UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
                 if (fd) {
+                    if (fault_ == Fault::bad_chargen) {
+                        const std::string stream = bad_chargen_stream();  // fits the socket buffer
+                        [[maybe_unused]] const ssize_t w = ::write(fd.get(), stream.data(), stream.size());
+                    }
                     peers.push_back({std::move(fd), 0});
                 }
             }
@@ -560,6 +620,228 @@ TEST_CASE("the human report on a failure names the first error") {
     CHECK(r.err.find("mismatch") != std::string::npos);
 }
 
+// ---- analysis: distributions, time series, fairness, warm-up, churn, one-way modes ----
+
+// The lines of a text file.
+std::vector<std::string> file_lines(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    REQUIRE_MESSAGE(f != nullptr, "cannot read ", path);
+    std::string text;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) {
+        text.append(buf, n);
+    }
+    std::fclose(f);
+    return split_lines(text);
+}
+
+std::string temp_path(const std::string& name) {
+    return "/tmp/echoplex-testecho-" + std::to_string(::getpid()) + "-" + name;
+}
+
+TEST_CASE("--hdr-out, --csv and the JSON intervals all add up to the JSON's totals") {
+    ServerProcess server({"--port", "0"});
+    const std::string hdr = temp_path("latency.hdr");
+    const std::string csv = temp_path("series.csv");
+    const Json j = testecho_json({"--port", port_list(server), "-c", "4", "-P", "2", "-s", "200", "-d", "1200ms",
+                                  "--interval", "250ms", "--hdr-out", hdr, "--csv", csv});
+    check_clean(j, 0);
+    const std::uint64_t messages = j["messages"].u64();
+    REQUIRE(messages > 0);
+
+    // The HdrHistogram file: its header, rising percentiles, and a total count that is the messages.
+    const auto hdr_lines = file_lines(hdr);
+    ::unlink(hdr.c_str());
+    REQUIRE(hdr_lines.size() > 5);
+    CHECK(hdr_lines[0].find("Value") != std::string::npos);
+    CHECK(hdr_lines[0].find("1/(1-Percentile)") != std::string::npos);
+    bool found_total = false;
+    for (const std::string& line : hdr_lines) {
+        if (line.rfind("#[Max", 0) == 0) {
+            found_total = line.find("Total count    = " + std::string(12 - std::to_string(messages).size(), ' ') +
+                                    std::to_string(messages) + "]") != std::string::npos;
+        }
+    }
+    CHECK_MESSAGE(found_total, "no '#[Max ..., Total count = ", messages, "]' line");
+
+    // The intervals: about one per 250 ms of the 1.2 s window, adding up to the totals.
+    const auto& intervals = j["intervals"].array;
+    CHECK(intervals.size() >= 4);
+    std::uint64_t sum_messages = 0;
+    std::uint64_t sum_bytes = 0;
+    double last_t = 0;
+    for (const Json& i : intervals) {
+        sum_messages += i["messages"].u64();
+        sum_bytes += i["bytes"].u64();
+        CHECK(i["t"].number >= last_t);
+        last_t = i["t"].number;
+        CHECK(i["errors"].u64() == 0);
+        if (i["messages"].u64() > 0) {
+            CHECK(i["latency_ms"]["p50"].number <= i["latency_ms"]["p99"].number);
+            CHECK(i["latency_ms"]["p99"].number <= i["latency_ms"]["max"].number);
+        }
+    }
+    CHECK(sum_messages == messages);
+    CHECK(sum_bytes == j["bytes_received"].u64());
+    CHECK(intervals[0]["open"].u64() == 4);
+    CHECK(last_t == doctest::Approx(j["duration_s"].number).epsilon(0.01));
+
+    // The CSV: a header and the same rows.
+    const auto rows = file_lines(csv);
+    ::unlink(csv.c_str());
+    REQUIRE(rows.size() == intervals.size() + 1);
+    CHECK(rows[0] == "t,messages,bytes,errors,open,p50_ms,p99_ms,max_ms");
+    std::uint64_t csv_messages = 0;
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+        const std::string& row = rows[r];
+        const auto first = row.find(',');
+        csv_messages += std::stoull(row.substr(first + 1, row.find(',', first + 1) - first - 1));
+    }
+    CHECK(csv_messages == messages);
+    // The distribution in the JSON ends at 100% with the maximum.
+    const auto& dist = j["latency_distribution"].array;
+    REQUIRE(dist.size() > 2);
+    CHECK(dist.back().array[0].number == 100.0);
+    CHECK(dist.back().array[1].number == doctest::Approx(j["latency_ms"]["max"].number));
+}
+
+TEST_CASE("--percentiles chooses the reported percentiles, in the table and in the JSON") {
+    ServerProcess server({"--port", "0"});
+    const Json j = testecho_json({"--port", port_list(server), "-c", "2", "-n", "200", "--percentiles", "99.99,50"});
+    CHECK(j["verified"].boolean);
+    const auto& lat = j["latency_ms"];
+    CHECK(lat.has("p50"));
+    CHECK(lat.has("p99_99"));
+    CHECK_FALSE(lat.has("p90"));
+    CHECK(lat["p50"].number <= lat["p99_99"].number);
+    CHECK(j["settings"]["percentiles"].array.size() == 2);
+    const RunResult human = testecho({"--port", port_list(server), "-c", "2", "-n", "50", "--percentiles", "50,99.99"});
+    CHECK(human.status.ok());
+    CHECK(human.out.find("p99.99") != std::string::npos);
+    CHECK(human.out.find("p90") == std::string::npos);
+}
+
+TEST_CASE("per-connection counts: the spread and Jain's index of a fair server") {
+    ServerProcess server({"--port", "0"});
+    const Json j = testecho_json({"--port", port_list(server), "-c", "6", "-d", "600ms"});
+    check_clean(j, 0);
+    const Json& per = j["per_connection"];
+    CHECK(per["count"].u64() == 6);
+    CHECK(per["min"].number <= per["p50"].number);
+    CHECK(per["p50"].number <= per["max"].number);
+    CHECK(per["max"].number * 6 >= j["messages"].number);
+    CHECK(per["min"].number * 6 <= j["messages"].number);
+    // Lockstep clients of one loop get their turns: no connection starves another.
+    CHECK(per["jain"].number > 0.8);
+    CHECK(per["jain"].number <= 1.0);
+    REQUIRE(per["slowest"].array.size() == 3);
+    CHECK(per["slowest"].array[0]["messages"].number == per["min"].number);
+}
+
+TEST_CASE("--warmup: the measured window starts after it, and only the window is counted") {
+    ServerProcess server({"--port", "0"});
+    const Json j = testecho_json({"--port", port_list(server), "-c", "2", "-d", "800ms", "--warmup", "500ms",
+                                  "--interval", "200ms"});
+    check_clean(j, 0);
+    CHECK(j["settings"]["warmup_s"].number == 0.5);
+    // The window is -d long (plus the drain); the warm-up before it is not in the duration.
+    CHECK(j["duration_s"].number >= 0.8);
+    CHECK(j["duration_s"].number < 1.3);
+    std::uint64_t sum = 0;
+    for (const Json& i : j["intervals"].array) {
+        sum += i["messages"].u64();
+    }
+    CHECK(sum == j["messages"].u64());
+    // Bytes too count from the window: its messages', and at most one echo per connection sent
+    // in the warm-up and still arriving when the window opened.
+    CHECK(j["bytes_received"].u64() >= j["messages"].u64() * 19);
+    CHECK(j["bytes_received"].u64() <= (j["messages"].u64() + 2) * 19);
+}
+
+TEST_CASE("--reconnect-every: each connection reopens after N messages; every connect is a sample") {
+    ServerProcess server({"--port", "0"});
+    const Json j = testecho_json({"--port", port_list(server), "-c", "2", "-n", "200", "--reconnect-every", "10"});
+    check_clean(j, 200);
+    // 100 messages per connection, 10 per connect.
+    CHECK(j["connections"]["established"].u64() == 20);
+    CHECK(j["connect_ms"]["count"].u64() == 20);
+    CHECK(j["per_connection"]["min"].u64() == 100);
+}
+
+TEST_CASE("--mode=discard: upload throughput to a discard service; a peer that answers is caught") {
+    ServerProcess server({"--port", "0", "--port", "0/discard"});
+    const std::string echo = std::to_string(server.port(0));
+    const std::string discard = std::to_string(server.port(1));
+    const Json j = testecho_json({"--port", discard, "--mode", "discard", "-c", "2", "-s", "16k", "-d", "500ms"});
+    CHECK(j["verified"].boolean);
+    CHECK(j["settings"]["mode"].string == "discard");
+    CHECK(j["messages"].u64() > 0);
+    CHECK(j["bytes_received"].u64() == 0);
+    CHECK(j["bytes_sent"].u64() >= j["messages"].u64() * 16384);
+    CHECK(j["gbit_per_s"].number > 0);
+    // No echoes, so no latency: null, never 0.
+    CHECK(j["latency_ms"]["count"].u64() == 0);
+    CHECK(j["latency_ms"]["p50"].type == Json::Type::null);
+    CHECK(j["latency_ms"]["max"].type == Json::Type::null);
+    const RunResult human = testecho({"--port", discard, "--mode", "discard", "-c", "1", "-n", "10"});
+    CHECK(human.status.ok());
+    CHECK(human.out.find("latency summary (msec, 0 samples):") != std::string::npos);
+    CHECK(human.out.find("\n          -         -         -         -         -         -         -\n") !=
+          std::string::npos);
+
+    // The echo service answers: as a discard peer it is wrong from the first byte back.
+    const Json bad = testecho_json({"--port", echo, "--mode", "discard", "-c", "2", "-s", "1k", "-d", "300ms"}, 1);
+    CHECK_FALSE(bad["verified"].boolean);
+    CHECK(bad["errors"]["mismatch"].u64() == 2);
+    CHECK(bad["first_error"].string.find("offset 0:") != std::string::npos);
+    CHECK(bad["first_error"].string.find("came back from a discard peer") != std::string::npos);
+}
+
+TEST_CASE("--mode=chargen: download throughput, every line verified; a faulty chargen peer is caught at its offset") {
+    ServerProcess server({"--port", "0/chargen"});
+    const Json j = testecho_json({"--port", port_list(server), "--mode", "chargen", "-c", "2", "-d", "400ms"});
+    CHECK(j["verified"].boolean);
+    CHECK(j["messages"].u64() > 100);  // lines
+    CHECK(j["bytes_sent"].u64() == 0);
+    CHECK(j["mib_per_s"].number > 0);
+    CHECK(j["latency_ms"]["p99"].type == Json::Type::null);
+    // -n counts lines.
+    const Json lines = testecho_json({"--port", port_list(server), "--mode", "chargen", "-c", "2", "-n", "1000"});
+    CHECK(lines["verified"].boolean);
+    CHECK(lines["messages"].u64() >= 1000);
+
+    FaultyPeer peer(FaultyPeer::Fault::bad_chargen);
+    const Json bad = testecho_json({"--port", std::to_string(peer.port()), "--mode", "chargen", "-c", "1", "-d", "2s"}, 1);
+    CHECK_FALSE(bad["verified"].boolean);
+    CHECK(bad["errors"]["mismatch"].u64() == 1);
+    CHECK(bad["first_error"].string.find("offset " + std::to_string(FaultyPeer::chargen_bad_offset) + ":") !=
+          std::string::npos);
+    CHECK(bad["messages"].u64() == FaultyPeer::chargen_bad_offset / 74);  // the lines before it
+}
+
+TEST_CASE("honest output: JSON stays valid for any message bytes; a report that cannot be written is exit 1") {
+    ServerProcess server({"--port", "0"});
+    const Json j = testecho_json({"--port", port_list(server), "-c", "1", "-n", "5", "-m", "\xff\xfe"});
+    CHECK(j["verified"].boolean);
+    CHECK(j["settings"]["message"].type == Json::Type::null);
+    CHECK(j["settings"]["message_hex"].string == "fffe");
+    const Json utf8 = testecho_json({"--port", port_list(server), "-c", "1", "-n", "5", "-m", "caf\xc3\xa9"});
+    CHECK(utf8["settings"]["message"].string == "caf\xc3\xa9");
+
+    const RunResult full = run_to_completion("/bin/sh", {"-c", "exec \"$0\" --backend=" + backend() + " --port " +
+                                                                 port_list(server) + " -c 1 -n 5 > /dev/full",
+                                                         env_path("TESTECHO_BIN")},
+                                             30s);
+    CHECK(full.status.exited);
+    CHECK(full.status.code == 1);
+    CHECK(full.err.find("writing the report to stdout") != std::string::npos);
+    // A file that cannot be created fails before the run, not after it.
+    const RunResult nowhere = testecho({"--port", port_list(server), "-c", "1", "-n", "5", "--hdr-out", "/nonexistent/x"});
+    CHECK(nowhere.status.code == 1);
+    CHECK(nowhere.err.find("--hdr-out /nonexistent/x") != std::string::npos);
+    CHECK(nowhere.out.empty());
+}
+
 // ---- command line ----
 
 TEST_CASE("usage errors exit 2 with one line on stderr; --help and --version exit 0") {
@@ -568,7 +850,17 @@ TEST_CASE("usage errors exit 2 with one line on stderr; --help and --version exi
                                                  {"-c", "0"},
                                                  {"-s", "1k", "--message", "x"},
                                                  {"--procs", "9", "-c", "8"},
-                                                 {"--reply", "loud"}}) {
+                                                 {"--reply", "loud"},
+                                                 {"--warmup", "1s", "-n", "10"},
+                                                 {"--mode", "chargen", "-s", "10"},
+                                                 {"--mode", "chargen", "-P", "4"},
+                                                 {"--mode", "upload"},
+                                                 {"--mode", "discard", "--reply", "stamp"},
+                                                 {"--percentiles", "0"},
+                                                 {"--percentiles", "50,100"},
+                                                 {"--percentiles", "fifty"},
+                                                 {"--interval", "0"},
+                                                 {"--reconnect-every", "0"}}) {
         const RunResult r = testecho(bad);
         INFO("args: ", bad.front());
         CHECK(r.status.exited);
