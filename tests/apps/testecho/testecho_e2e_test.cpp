@@ -13,6 +13,7 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -703,6 +704,35 @@ TEST_CASE("--hdr-out, --csv and the JSON intervals all add up to the JSON's tota
     REQUIRE(dist.size() > 2);
     CHECK(dist.back().array[0].number == 100.0);
     CHECK(dist.back().array[1].number == doctest::Approx(j["latency_ms"]["max"].number));
+}
+
+TEST_CASE("the live line shows each interval's figures, the same as the JSON series") {
+    // The line is drawn only on a terminal: script(1) gives testecho one (stderr and stdout both).
+    ServerProcess server({"--port", "0"});
+    const std::string command = env_path("TESTECHO_BIN") + " --backend=" + backend() + " --port " + port_list(server) +
+                                " -c 2 -d 1200ms --interval 300ms --json";
+    const RunResult r = run_to_completion("/usr/bin/script", {"-q", "-e", "-c", command, "/dev/null"}, 30s);
+    REQUIRE_MESSAGE(r.status.ok(), r.status.describe(), " ", r.err);
+    const auto json_at = r.out.find('{');
+    REQUIRE(json_at != std::string::npos);
+    const std::string json_text = r.out.substr(json_at, r.out.find_last_of('}') - json_at + 1);
+    const Json j = JsonReader(json_text).document();
+    const auto& intervals = j["intervals"].array;
+    const std::regex line(R"(\[ *([0-9.]+)s\] (\d+) open  (\d+) msgs  (\d+) msg/s)");
+    const std::string progress = r.out.substr(0, json_at);
+    std::size_t k = 0;
+    std::uint64_t cumulative = 0;
+    for (auto it = std::sregex_iterator(progress.begin(), progress.end(), line); it != std::sregex_iterator(); ++it, ++k) {
+        REQUIRE(k < intervals.size());
+        cumulative += intervals[k]["messages"].u64();
+        const std::smatch& m = *it;
+        CHECK(std::stoull(m[3].str()) == cumulative);
+        CHECK(std::stoull(m[2].str()) == intervals[k]["open"].u64());
+        CHECK(std::stod(m[4].str()) == doctest::Approx(intervals[k]["messages"].number / 0.3).epsilon(0.01));
+    }
+    // One line per interval of the window (the drain after it is the last entry, not drawn).
+    CHECK(k >= 3);
+    CHECK(k + 1 >= intervals.size());
 }
 
 TEST_CASE("--percentiles chooses the reported percentiles, in the table and in the JSON") {
