@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/event_loop.hpp"
 #include "echoplex/io/log.hpp"

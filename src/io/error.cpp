@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex {
 namespace {

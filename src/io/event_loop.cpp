@@ -3,7 +3,7 @@
 
 #include <cassert>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex {
 

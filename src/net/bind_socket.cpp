@@ -11,7 +11,7 @@
 #include <cstring>
 #include <memory>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex {
 namespace {

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 

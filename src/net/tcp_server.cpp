@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/proxy_gate.hpp"

@@ -1,7 +1,7 @@
 // http_metrics: parse one request head, answer, close.
 #include "echoplex/services/http_metrics.hpp"
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::services {
 namespace {

@@ -13,7 +13,7 @@
 #include <functional>
 #include <string_view>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::log {
 

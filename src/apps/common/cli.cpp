@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "cli.hpp"
 #include "build_info.h"

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <functional>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex {
 namespace {

@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <memory>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/error.hpp"
 #include "echoplex/io/event_loop.hpp"

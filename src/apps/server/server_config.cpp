@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "cli.hpp"
 #include "echoplex/net/worker_group.hpp"

@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::systemd {
 namespace {

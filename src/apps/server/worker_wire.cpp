@@ -3,7 +3,7 @@
 
 #include <charconv>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::worker_wire {
 namespace {

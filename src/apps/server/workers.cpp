@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/bind_socket.hpp"

@@ -1,7 +1,7 @@
 // ChargenCheck implementation.
 #include "chargen_check.hpp"
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::testecho {
 namespace {

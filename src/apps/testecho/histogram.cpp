@@ -6,7 +6,7 @@
 #include <charconv>
 #include <cmath>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::testecho {
 

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstring>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/io_result.hpp"

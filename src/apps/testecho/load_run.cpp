@@ -10,7 +10,7 @@
 #include <cstring>
 #include <memory>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "echoplex/io/log.hpp"
 #include "echoplex/net/bind_socket.hpp"

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 #include "cli.hpp"
 #include "echoplex/io/event_loop.hpp"

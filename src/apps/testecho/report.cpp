@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::testecho {
 namespace {

@@ -1,7 +1,7 @@
 // StampDecoder implementation.
 #include "stamp.hpp"
 
-#include <fmt/format.h>
+#include "echoplex/io/fmt.hpp"
 
 namespace echoplex::testecho {
 namespace {

@@ -238,7 +238,10 @@ RunResult testecho(std::vector<std::string> args) {
 std::string port_list(const ServerProcess& server) {
     std::string out;
     for (const auto port : server.ports()) {
-        out += (out.empty() ? "" : ",") + std::to_string(port);
+        if (!out.empty()) {
+            out += ',';
+        }
+        out += std::to_string(port);
     }
     return out;
 }
