@@ -294,10 +294,11 @@ Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds>
     }
     ++batch_;
     now_ = Clock::now();
-    const std::span<const Completion> done = backend_->completions();
-    stats_.record(ready->size() + done.size());
+    stats_.record(ready->size() + backend_->completions().size());
     std::size_t calls = dispatch(*ready);
-    calls += complete(done);
+    // Asked for again after the readiness callbacks, as before the count was kept: a span taken
+    // earlier would rely on those callbacks never touching the backend's completion storage.
+    calls += complete(backend_->completions());
     calls += run_posted();
     calls += timers_.run_due(now_);
     calls += run_deferred();
