@@ -167,6 +167,12 @@ void Connection::read_input() {
             budget -= std::min(budget, got.bytes);
             last_activity_ = loop_.now();
             protocol_->on_input(*this, input_);
+            if (state_ == ConnectionState::finishing) {
+                // The protocol has answered and finishes (an HTTP error for an oversized head):
+                // it consumes nothing more, and its answer must not be lost to the input limit.
+                input_.clear();
+                return;
+            }
             if (input_.size() > limits_.input_limit) {
                 close_now(CloseReason::limit, "input limit: a frame longer than the connection may hold");
                 return;

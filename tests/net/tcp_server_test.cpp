@@ -158,6 +158,33 @@ TEST_CASE("a client whose unfinished frame passes the input limit is closed, the
     CHECK(s.server->stats().closed_by(CloseReason::limit) == 1);
 }
 
+// Answers once the input passes 1 KiB, then finishes without consuming it (as an HTTP server
+// answers an oversized head with 431).
+struct RefuseLong final : Protocol {
+    void on_input(Session& session, ByteQueue& input) override {
+        if (input.size() > 1024) {
+            session.send("too long\n");
+            session.finish();
+        }
+    }
+};
+
+TEST_CASE("a protocol that answers and finishes on input beyond the input limit is heard, not cut off by the limit") {
+    TcpServerOptions options = options_with({{"refuse", [] { return std::make_unique<RefuseLong>(); }}});
+    options.limits.input_limit = 2048;  // one read of the 8 KiB below passes it
+    InProcessServer s(std::move(options));
+    const UniqueFd client = s.connect();
+    write_all(client.get(), std::string(8192, 'x'));
+    ::shutdown(client.get(), SHUT_WR);
+    std::string got;
+    bool closed = false;
+    CHECK(s.read_until(client.get(), got, closed, [](const std::string&, bool c) { return c; }));
+    CHECK(got == "too long\n");
+    CHECK(run_until(*s.loop, [&] { return stat(*s.server, "open") == 0; }, 2000, 1ms));
+    CHECK(s.server->stats().closed_by(CloseReason::limit) == 0);
+    CHECK(s.server->stats().closed_by(CloseReason::finished) == 1);
+}
+
 TEST_CASE("a protocol that keeps sending to a client that does not read is stopped by the output limit") {
     TcpServerOptions options = options_with({{"flood", [] { return std::make_unique<Flood>(); }}});
     options.limits.output_limit = 512 * 1024;
