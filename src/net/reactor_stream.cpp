@@ -43,9 +43,11 @@ Result<void> ReactorStream::set_interest(Interest want) { return loop_.set_inter
 IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
     // One scatter read of up to the whole budget once the client is streaming (the last read
     // filled all it was offered): a large message costs a quarter of the system calls of
-    // block-sized reads. Otherwise one block, so a small message takes one from the pool.
+    // block-sized reads. Otherwise the tail block and one spare: a message that fills exactly a
+    // block (16 KiB) still ends in a short read, which proves the socket drained, so no second
+    // read is made only to be told EAGAIN. An unused spare goes straight back to the pool.
     std::array<iovec, max_read_blocks> space;  // not zeroed: prepare fills the entries readv reads
-    const std::size_t count = into.prepare(space.data(), wide_reads_ ? space.size() : 1, budget);
+    const std::size_t count = into.prepare(space.data(), wide_reads_ ? space.size() : 2, budget);
     std::size_t offered = 0;
     for (std::size_t i = 0; i < count; ++i) {
         offered += space[i].iov_len;
