@@ -1,40 +1,36 @@
 #!/usr/bin/env python3
 """echoplex's benchmark: bounded loopback experiments, a Markdown report and SVG plots.
 
-bench/run.sh installs what is missing, builds, then runs this. Each figure is the server's CPU time
-(utime+stime, plus reaped children's for fork-per-connection, from /proc/PID/stat) spent during the
+bench/run.sh installs what is missing, builds, then runs this. The main figure is the server's CPU
+time (utime+stime, plus reaped children's for fork-per-connection, from /proc/PID/stat) during the
 measured load, divided by the messages the load tool counted as echoed. The server runs pinned to
 CPU 0, the load (and this script) to CPU 1 when the machine has two CPUs. Every point is repeated
---runs times in rounds: a round runs every server of a point back to back (in rotated order), so a
-ratio is always taken between measurements made seconds apart; tables give the median of those
-per-round ratios with their min-max.
+--runs times in rounds: a round runs every server of a point back to back (in rotated order), and a
+ratio is taken per round; tables give the median of those ratios with their min-max.
 
 Experiments (--only picks some): grid (echoplex's backends and the bare epoll loop, sizes x
-connections x lockstep/pipelined), idle (cost per message against idle connections), peers (other
+connections x lockstep/pipelined), idle (cost per message beside idle connections), peers (other
 servers, driven by testecho and by uvloop's echoclient.py), memory (RSS per idle connection), uring
-(echoplex io_uring beside echoplex epoll and the bare loop, lockstep, with the system calls per
-echoed message of each, counted on the server alone: see SyscallCounter).
+(echoplex io_uring, echoplex epoll and the bare loop in lockstep, each followed by a load whose
+system calls are counted: SyscallCounter), instructions (user-space instructions per 64 B message
+under callgrind, echoplex epoll and the bare loop).
 
-results.json keeps every experiment: a run of some (--only) replaces those experiments' results and
-keeps the others', each experiment with the run that measured it (the report says which). Points are
-never mixed across runs: a ratio always pairs measurements of one round.
+The results go to build-bench/results.json (not committed): a run of some experiments (--only)
+replaces those experiments' results there and keeps the others', so the report always shows every
+experiment, each with the run that measured it. Profiling is separate: bench/profile_echoplex.py.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import fcntl
 import gzip
 import json
 import os
 import platform
 import re
 import resource
-import select
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +38,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from report import KIB, MIB, human_size  # bench/report.py, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import (CLK_TCK, KIB, MIB, IdleConnections, exclusive, Machine, RunningServer,  # noqa: E402
+                   ServerSpec, SyscallCounter, bare_spec, cpu_seconds, echoplex_backends, echoplex_spec,
+                   human_size, instructions_per_message, log, parse_size, reset_peak_rss, status_kib,
+                   testecho, tree_kib, tree_pss_kib)
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SIZES = [64, KIB, 16 * KIB, MIB]
 CONNECTIONS = [8, 100, 1000]
@@ -61,213 +59,12 @@ IDLE_COUNTS = [0, 100, 1000, 5000, 10000]
 IDLE_ACTIVE = 8  # active lockstep connections beside the idle ones, 64 B messages
 PEER_CONNECTIONS = 100
 MEMORY_IDLE = 10000
-FD_SETSIZE = 1024
-EXPERIMENTS = ["grid", "idle", "peers", "memory", "uring"]
-# The target each report.py target id belongs to, so that a run profiles only what it measured.
-TARGET_EXPERIMENT = {"bare": "grid", "peers": "peers", "idle": "idle", "memory": "memory",
-                     "uring_syscalls": "uring", "uring_cpu": "uring", "uring_small": "uring"}
+# The instructions experiment: 64 B lockstep on 8 connections, two message totals (-n).
+INSTRUCTION_COUNTS = (5000, 25000)
+INSTRUCTION_COUNTS_QUICK = (2000, 10000)
+EXPERIMENTS = ["grid", "idle", "peers", "memory", "uring", "instructions"]
 # echoplex's backends, in the order the report shows them.
 BACKENDS = ["epoll", "io_uring", "poll", "select"]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# /proc readers
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime+cutime+cstime of pid: its threads, and children it has reaped (socat's)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
-
-
-def status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def reset_peak_rss(pid: int) -> None:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS (proc(5))
-    except OSError:
-        pass
-
-
-def children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids = children_map()
-    found, todo = [], [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def tree_kib(pid: int, key: str = "VmRSS") -> int:
-    total = 0
-    for p in [pid] + descendants(pid):
-        try:
-            total += status_kib(p, key)
-        except OSError:
-            pass
-    return total
-
-
-def tree_pss_kib(pid: int) -> int:
-    total = 0
-    for p in [pid] + descendants(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Servers
-
-
-@dataclass
-class ServerSpec:
-    key: str
-    label: str
-    argv: Callable[[int, int], list[str]]  # (port, idle connections expected) -> command
-    announces: bool = True  # prints "listening on 127.0.0.1:PORT"
-    model: str = "loop"  # loop | threads | fork: how connections are counted and memory is read
-    fd_limit: int | None = None
-    command: str = ""  # as shown in the report
-
-
-class Machine:
-    """CPU placement: server on CPU 0, load on CPU 1, when there are two CPUs to use."""
-
-    def __init__(self) -> None:
-        cpus = sorted(os.sched_getaffinity(0))
-        self.pinned = len(cpus) >= 2 and shutil.which("taskset") is not None
-        self.server_cpu = cpus[0]
-        self.load_cpu = cpus[1] if len(cpus) >= 2 else cpus[0]
-
-    def server(self, argv: list[str]) -> list[str]:
-        return ["taskset", "-c", str(self.server_cpu)] + argv if self.pinned else argv
-
-    def load(self, argv: list[str]) -> list[str]:
-        return ["taskset", "-c", str(self.load_cpu)] + argv if self.pinned else argv
-
-
-class RunningServer:
-    def __init__(self, spec: ServerSpec, machine: Machine, logdir: Path, idle: int = 0) -> None:
-        self.spec = spec
-        port = 0 if spec.announces else free_port()
-        argv = machine.server(spec.argv(port, idle))
-        self.errlog = logdir / f"{spec.key}.stderr"
-        with open(self.errlog, "ab") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=err, start_new_session=True)
-        self.pid = self.proc.pid  # taskset execs the server: same pid
-        try:
-            self.port = self._wait_ready(port)
-        except Exception:
-            self.stop()
-            raise
-        time.sleep(0.1)
-        self.base = self._raw_count()
-
-    def _wait_ready(self, port: int) -> int:
-        deadline = time.monotonic() + 15
-        if self.spec.announces:
-            assert self.proc.stdout is not None
-            sel = selectors.DefaultSelector()
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            buf = b""
-            while time.monotonic() < deadline:
-                if sel.select(timeout=0.2):
-                    chunk = os.read(self.proc.stdout.fileno(), 4096)
-                    if not chunk:
-                        break
-                    buf += chunk
-                    m = re.search(rb"listening on 127\.0\.0\.1:(\d+)", buf)
-                    if m:
-                        return int(m.group(1))
-            raise RuntimeError(f"{self.spec.key} did not announce its port: {buf[-200:]!r}")
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return port
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.spec.key} is not accepting on port {port}")
-
-    def _raw_count(self) -> int:
-        if self.spec.model == "threads":
-            return len(os.listdir(f"/proc/{self.pid}/task"))
-        if self.spec.model == "fork":
-            return len(children_map().get(self.pid, []))
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def connections(self) -> int:
-        """Connections the server holds now, counted from outside (descriptors, threads or children)."""
-        return self._raw_count() - self.base
-
-    def wait_children_gone(self, timeout: float = 10) -> None:
-        if self.spec.model != "fork":
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and children_map().get(self.pid):
-            time.sleep(0.05)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def rss_kib(self) -> int:
-        return tree_kib(self.pid) if self.spec.model == "fork" else status_kib(self.pid, "VmRSS")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
-        try:
-            os.killpg(self.pid, signal.SIGKILL)  # socat's children, and anything that ignored TERM
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 class PeakSampler:
@@ -289,250 +86,6 @@ class PeakSampler:
         self.stop_flag.set()
         self.thread.join()
         return max(self.peak, tree_kib(self.server.pid))
-
-
-# The system calls a breakdown names (perf: one tracepoint each; perf takes about 35 ms to close
-# each, ten seconds for all of syscalls:*): the echo path's, and those made once per connection.
-ECHO_SYSCALLS = ["io_uring_enter", "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "recvfrom",
-                 "recvmsg", "write", "writev", "sendto", "sendmsg"]
-CONNECTION_SYSCALLS = ["accept", "accept4", "setsockopt", "getsockopt", "getpeername", "getsockname", "shutdown",
-                       "close"]
-
-
-def syscall_numbers(names: list[str]) -> dict[str, int]:
-    """This machine's numbers for names, from the kernel headers (linux-libc-dev); {} when absent."""
-    arch = {"x86_64": "64", "i686": "32", "i386": "32"}.get(platform.machine())
-    if not arch:
-        return {}
-    for header in (f"/usr/include/{platform.machine()}-linux-gnu/asm/unistd_{arch}.h", f"/usr/include/asm/unistd_{arch}.h"):
-        try:
-            text = Path(header).read_text()
-        except OSError:
-            continue
-        found = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^#define __NR_(\w+) (\d+)$", text, re.M))
-        return {n: found[n] for n in names if n in found}
-    return {}
-
-
-class SyscallCounter:
-    """System calls one server process makes over a window, counted from outside the process.
-
-    perf when it works here: `perf stat -e raw_syscalls:sys_enter -p PID` counts in the kernel at
-    each system call's entry, so the server runs at close to full speed, and a second copy of the
-    event filtered to the calls made once per connection (accept, setsockopt, close...) splits
-    those from the echo path's. Otherwise strace -c -f attached to the running server, as
-    bench/compare.py does: strace stops the server at every call, which slows it and can change
-    how many events one wait returns, so its counts are a fallback only.
-
-    Even perf's counting makes every traced system call dearer, and the servers compared make 10x
-    different numbers of them: the CPU figures are therefore never taken in a counted window."""
-
-    PERF_EVENT = "raw_syscalls:sys_enter"
-
-    def __init__(self) -> None:
-        self.tool: str | None = None
-        if shutil.which("perf") and self._perf_works():
-            self.tool = "perf"
-        elif shutil.which("strace"):
-            self.tool = "strace"
-        numbers = syscall_numbers(CONNECTION_SYSCALLS)
-        self.connection_filter = " || ".join(f"id == {n}" for n in numbers.values()) if numbers else None
-
-    def _perf_works(self) -> bool:
-        try:
-            out = subprocess.run(["perf", "stat", "-x,", "-e", self.PERF_EVENT, "--", "true"],
-                                 capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        last = out.stderr.strip().splitlines()[-1:] or [""]
-        return out.returncode == 0 and last[0].split(",")[0].isdigit()
-
-    def describe(self) -> str:
-        if self.tool == "perf":
-            return (f"`perf stat -e {self.PERF_EVENT} -p PID`, its events enabled over perf's control pipe just "
-                    "around the load" + (", with a second copy filtered (`--filter 'id == ...'`) to the calls made "
-                                         "once per connection" if self.connection_filter else ""))
-        if self.tool == "strace":
-            return ("`strace -c -f -p PID` attached during the load (perf's syscall tracepoint does not work here; "
-                    "strace slows the server, so it may batch more per wait than it would)")
-        return "not counted: neither perf nor strace works here"
-
-    def window(self, pid: int, breakdown: bool = False,
-               extra: dict[str, tuple[str, str | None]] | None = None) -> "SyscallWindow":
-        """A context manager that counts pid's system calls while its body runs: total, and those
-        made once per connection (connection, None when unknown); with breakdown, also by name
-        (by_call; perf: one syscalls:sys_enter_NAME tracepoint each; strace: always); with perf,
-        also extra's events, each label: (event, filter or None), counted into extra[label]."""
-        if self.tool is None:
-            raise RuntimeError("no system call counter (perf or strace) works here")
-        return SyscallWindow(self, pid, breakdown, extra or {})
-
-
-class PerfSession:
-    """perf stat or perf record attached to a process, its events off (-D -1) until enable(): the
-    window opens and closes over perf's control pipe (--control), and perf's acknowledgement says
-    the events are on, so a window misses nothing and counts none of perf's own start-up."""
-
-    def __init__(self, argv: list[str]) -> None:
-        ctl_r, self.ctl_w = os.pipe()
-        self.ack_r, ack_w = os.pipe()
-        self.proc = subprocess.Popen(argv[:2] + ["-D", "-1", "--control", f"fd:{ctl_r},{ack_w}"] + argv[2:],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     pass_fds=(ctl_r, ack_w))
-        os.close(ctl_r)
-        os.close(ack_w)
-
-    def command(self, word: str) -> None:
-        """Sends a control command (enable, disable) and waits up to 10 s for its acknowledgement."""
-        os.write(self.ctl_w, word.encode() + b"\n")
-        ready, _, _ = select.select([self.ack_r], [], [], 10)
-        if not ready or not os.read(self.ack_r, 64).startswith(b"ack"):
-            raise RuntimeError(f"perf did not acknowledge '{word}'")
-
-    def finish(self) -> None:
-        """Turns the events off, then stops perf, which writes its output (-o) as it goes."""
-        try:
-            self.command("disable")
-        finally:
-            # SIGINT before the control pipe closes: perf record ends without writing its data
-            # when the pipe's end reaches it first.
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            os.close(self.ctl_w)
-            os.close(self.ack_r)
-
-
-class SyscallWindow:
-    def __init__(self, counter: SyscallCounter, pid: int, breakdown: bool,
-                 extra: dict[str, tuple[str, str | None]]) -> None:
-        self.tool, self.pid, self.breakdown = counter.tool, pid, breakdown
-        self.extra_events = extra
-        self.extra: dict[str, int] = {}
-        # perf's output has a line per event, in the order they were given: what each one is.
-        self.lines: list[tuple[str, str]] = []
-        self.connection_filter = counter.connection_filter
-        self.total: int | None = None
-        self.connection: int | None = None
-        self.by_call: dict[str, int] = {}
-        fd, name = tempfile.mkstemp(prefix="echoplex-syscalls-")
-        os.close(fd)
-        self.out = Path(name)
-
-    def __enter__(self) -> "SyscallWindow":
-        if self.tool == "perf":
-            events = ["-e", SyscallCounter.PERF_EVENT]
-            self.lines.append(("total", ""))
-            if self.connection_filter:
-                events += ["-e", SyscallCounter.PERF_EVENT, "--filter", self.connection_filter]
-                self.lines.append(("connection", ""))
-            if self.breakdown:
-                names = ECHO_SYSCALLS + CONNECTION_SYSCALLS
-                events += ["-e", ",".join(f"syscalls:sys_enter_{n}" for n in names)]
-                self.lines += [("call", n) for n in names]
-            for label, (event, expr) in self.extra_events.items():
-                events += ["-e", event] + (["--filter", expr] if expr else [])
-                self.lines.append(("extra", label))
-            self.perf = PerfSession(["perf", "stat", "-x,", "-o", str(self.out), "-p", str(self.pid)] + events)
-            try:
-                self.perf.command("enable")
-            except Exception:
-                self.perf.finish()
-                raise
-        else:
-            self.proc = subprocess.Popen(["strace", "-c", "-f", "-o", str(self.out), "-p", str(self.pid)],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True)
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:  # "strace: Process N attached": from here on it counts
-                if "attached" in line:
-                    break
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            if self.tool == "perf":
-                self.perf.finish()
-            else:
-                self.proc.send_signal(signal.SIGINT)  # strace writes its table and detaches
-                self.proc.communicate(timeout=30)
-            self._parse(self.out.read_text())
-        finally:
-            self.out.unlink(missing_ok=True)
-
-    def _parse(self, text: str) -> None:
-        if self.tool == "perf":
-            counts = []
-            for line in text.splitlines():
-                fields = line.split(",")  # count,unit,event,run time,% running,...
-                if len(fields) >= 3 and not line.startswith("#"):
-                    counts.append(int(fields[0]) if fields[0].isdigit() else 0)  # "<not counted>": none
-            if len(counts) != len(self.lines):
-                raise RuntimeError(f"perf stat printed {len(counts)} counts for {len(self.lines)} events")
-            for (kind, name), count in zip(self.lines, counts):
-                if kind == "total":
-                    self.total = count
-                elif kind == "connection":
-                    self.connection = count
-                elif kind == "call" and count:
-                    self.by_call[name] = count
-                elif kind == "extra":
-                    self.extra[name] = count
-            return
-        for line in text.splitlines():
-            parts = line.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
-            if len(parts) >= 5 and parts[-1] not in ("syscall", "total") and parts[3].isdigit():
-                self.by_call[parts[-1]] = int(parts[3])
-        self.total = sum(self.by_call.values())
-        self.connection = sum(n for name, n in self.by_call.items() if name in CONNECTION_SYSCALLS)
-
-
-class IdleConnections:
-    """Silent connections held by this script, opened in batches the server has accepted before
-    the next batch, so a short listen backlog (asyncio's 100) never drops a SYN."""
-
-    def __init__(self, server: RunningServer, count: int, batch: int = 64) -> None:
-        self.socks: list[socket.socket] = []
-        try:
-            while len(self.socks) < count:
-                self._open_batch(server, min(batch, count - len(self.socks)))
-        except Exception:
-            self.close()
-            raise
-
-    def _open_batch(self, server: RunningServer, n: int) -> None:
-        fresh = []
-        sel = selectors.DefaultSelector()
-        for _ in range(n):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", server.port))
-            fresh.append(s)
-            sel.register(s, selectors.EVENT_WRITE)
-        pending, deadline = len(fresh), time.monotonic() + 20
-        while pending and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=1):
-                sel.unregister(key.fileobj)
-                pending -= 1
-                err = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
-                if err:
-                    raise RuntimeError(f"idle connect failed: {os.strerror(err)}")
-        sel.close()
-        self.socks += fresh
-        if pending:
-            raise RuntimeError("idle connects timed out")
-        while server.connections() < len(self.socks) - 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if server.connections() < len(self.socks) - 1:
-            raise RuntimeError(f"server holds {server.connections()} of {len(self.socks)} idle connections")
-
-    def close(self) -> None:
-        for s in self.socks:
-            s.close()
-        self.socks = []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,15 +125,9 @@ class Bench:
         b = self.build
         specs: dict[str, ServerSpec] = {}
         echoplex = str(b / "src" / "echoplex")
-
-        def echoplex_argv(backend: str) -> Callable[[int, int], list[str]]:
-            return lambda port, idle: [echoplex, f"--backend={backend}", "-p", str(port), "-q",
-                                       f"--max-connections={max(10000, idle + 2000)}"]
-
-        bare = b / "bench" / "bare_epoll_echo"
-        if bare.exists():
-            specs["bare"] = ServerSpec("bare", "bare epoll loop", lambda port, idle: [str(bare), "--port", str(port)],
-                                       command="bench/bare_epoll_echo")
+        bare = bare_spec(b)
+        if bare:
+            specs["bare"] = bare
         compiled = echoplex_backends(echoplex)
         for backend in BACKENDS:
             if backend not in compiled:
@@ -588,9 +135,7 @@ class Bench:
                 self.server_notes.append(((backend,), f"echoplex {backend}: `echoplex --version` does not list it "
                                                       f"(compiled out{why})"))
                 continue
-            specs[backend] = ServerSpec(backend, f"echoplex {backend}", echoplex_argv(backend),
-                                        fd_limit=FD_SETSIZE if backend == "select" else None,
-                                        command=f"echoplex --backend={backend} -q")
+            specs[backend] = echoplex_spec(echoplex, backend)
         asio = b / "bench" / "asio_echo"
         if asio.exists():
             specs["asio"] = ServerSpec("asio", "Boost.Asio", lambda port, idle: [str(asio), "--port", str(port)],
@@ -659,14 +204,9 @@ class Bench:
     def run_testecho(self, port: int, load: Load, duration: float | None = None) -> dict:
         d = duration or self.args.duration
         timeout = 20
-        argv = self.machine.load([str(self.testecho), "-p", str(port), "-c", str(load.connections),
-                                  "-s", str(load.size), "-P", str(load.pipeline), "-d", f"{d}s",
-                                  "--timeout", f"{timeout}s", "--json", "-q"])
-        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=d + 4 * timeout + 30)
-        try:
-            report = json.loads(out.stdout)
-        except json.JSONDecodeError as e:
-            raise RuntimeError(f"testecho exit {out.returncode}: {out.stderr.decode()[-300:]}") from e
+        report = testecho(self.testecho, self.machine, port,
+                          ["-c", str(load.connections), "-s", str(load.size), "-P", str(load.pipeline), "-d", f"{d}s",
+                           "--timeout", f"{timeout}s"], timeout=d + 4 * timeout + 30)
         lat = report["latency_ms"]
         return {
             "messages": report["messages"],
@@ -826,10 +366,11 @@ class Bench:
 
     def exp_uring(self) -> None:
         """io_uring beside epoll and the bare loop: lockstep, sizes x connections, each measurement
-        followed by a counted one (measure's count_syscalls) on the same server."""
+        followed by a counted one (measure's count_syscalls) on the same server. Without io_uring
+        epoll and the bare loop still run: their system call counts decide a target."""
         keys = self.have("io_uring", "epoll", "bare")
-        if "io_uring" not in keys:
-            self.skipped.append("the uring experiment: no echoplex io_uring server to measure")
+        if not keys:
+            self.skipped.append("the uring experiment: none of its servers to measure")
             return
         if self.counter.tool is None:
             self.skipped.append("system calls per message: neither perf nor strace works here")
@@ -839,6 +380,28 @@ class Bench:
             for load in points:
                 for key in self.rotated(keys, r):
                     self.measure("uring", key, load, r, count_syscalls=self.counter.tool is not None)
+
+    def exp_instructions(self) -> None:
+        """User-space instructions per 64 B message (callgrind), echoplex epoll and the bare loop,
+        8 lockstep connections, by the difference of two runs with different message totals."""
+        keys = self.have("epoll", "bare")
+        if not shutil.which("valgrind"):
+            self.skipped.append("the instructions experiment: valgrind is not installed")
+            return
+        counts = INSTRUCTION_COUNTS_QUICK if self.args.quick else INSTRUCTION_COUNTS
+        for r in self.rounds():
+            for key in self.rotated(keys, r):
+                rec: dict = {"exp": "instructions", "server": key, "client": "testecho", "size": 64, "connections": 8,
+                             "pipeline": 1, "idle": 0, "round": r, "ok": False, "counts": list(counts)}
+                try:
+                    rec.update(instructions_per_message(self.specs[key], self.machine, self.logdir, self.testecho,
+                                                        64, 8, counts))
+                    rec["ok"] = True
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = str(e)
+                log(f"instr  r{r} {key:8} 64 B c=8 -n {counts[0]},{counts[1]} "
+                    + (f"{rec['ir_per_msg']:8.0f} Ir/msg" if rec["ok"] else f"FAILED: {rec.get('error')}"))
+                self.results.append(rec)
 
     def echoclient_messages(self, key: str, size: int) -> int:
         """Messages per echoclient.py worker that fill about --duration, from one short trial."""
@@ -895,16 +458,6 @@ class Bench:
                 self.results.append(rec)
 
 
-def echoplex_backends(echoplex: str) -> list[str]:
-    """The backends `echoplex --version` lists: "echoplex 0.1.0 [backends: epoll, poll, ...]"."""
-    try:
-        out = subprocess.run([echoplex, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    m = re.search(r"backends:\s*([^\]]*)\]", out)
-    return [b.strip() for b in m.group(1).split(",")] if m else []
-
-
 def spec_log(logdir: Path, spec: ServerSpec) -> str:
     try:
         return (logdir / f"{spec.key}.stderr").read_text(errors="replace")
@@ -943,28 +496,6 @@ def find_uvloop_examples(scratch: Path) -> tuple[Path | None, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Environment
-
-
-def exclusive(max_wait: float):
-    """One benchmark per machine at a time: two would share the two CPUs and spoil each other's
-    figures. Waits (up to max_wait seconds) for a running one to finish; the lock lasts until exit."""
-    lock = open(os.path.join(tempfile.gettempdir(), "echoplex-bench.lock"), "a+")
-    deadline = time.monotonic() + max_wait
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                sys.exit("bench: another benchmark is still running on this machine; try again later")
-            lock.seek(0)
-            log(f"another benchmark is running (pid {lock.read().strip() or '?'}): waiting for it")
-            time.sleep(30)
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
 
 
 def load_average() -> float:
@@ -1023,12 +554,6 @@ def status_line(path: str, key: str) -> int:
     return 0
 
 
-def parse_size(text: str) -> int:
-    t = text.strip().lower()
-    mult = {"k": KIB, "m": MIB}.get(t[-1:], 1)
-    return int(t[:-1] if mult != 1 else t) * mult
-
-
 def run_meta(data: dict) -> dict:
     """What the report says about the run that measured an experiment."""
     keys = ("command", "started", "elapsed_s", "waited_s", "load_start", "load_end", "load_after",
@@ -1056,40 +581,46 @@ def merge_previous(data: dict, previous: dict) -> dict:
     if "peers" not in ran:
         data["uvloop_examples"] = previous.get("uvloop_examples")  # the Method names the peers' client
     if "uring" not in ran:
-        data["uring_profile"] = previous.get("uring_profile")
         data["syscall_counter"] = previous.get("syscall_counter")
-    if not data.get("profile") and previous.get("profile"):
-        # The missed-target profile of the earlier run, minus blocks about experiments re-run now.
-        blocks = [b for b in previous["profile"].get("blocks", [])
-                  if not any(TARGET_EXPERIMENT.get(t) in ran for t in b.get("targets", []))]
-        if blocks:
-            data["profile"] = {**previous["profile"], "blocks": blocks}
     return data
 
 
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bench/run.sh", description=__doc__.split("\n")[0],
+        epilog="bench/run.sh installs the Debian packages, builds build-bench/ and passes these options to "
+               "bench/bench.py. A full run writes docs/bench/report.md, its SVG plots and README.md's Benchmarks "
+               "section, and keeps its results in build-bench/results.json. --quick writes everything to "
+               "build-bench/bench-quick/ instead and leaves README.md and docs/ alone. Profiling is apart: "
+               "bench/run.sh --profile [--quick] runs bench/profile_echoplex.py (perf, strace, callgrind, "
+               "massif), which writes docs/bench/profile.md (--quick: build-bench/bench-quick/profile.md); "
+               "bench/run.sh --profile --help for its options.")
     p.add_argument("--build", default=str(ROOT / "build-bench"), help="build directory (default build-bench)")
     p.add_argument("--out", help="report directory (default docs/bench; build-bench/bench-quick with --quick)")
+    p.add_argument("--results", help="results file, read to keep the experiments not run and rewritten (default "
+                   "BUILD/results.json; BUILD/bench-quick/results.json with --quick)")
     p.add_argument("--runs", type=int, default=3, help="runs per point (default 3)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds of load per point (default 2)")
-    p.add_argument("--quick", action="store_true", help="one 0.5 s run per point, no waiting: a smoke test")
+    p.add_argument("--quick", action="store_true",
+                   help="one 0.5 s run per point, no waiting for a quiet machine, output in build-bench/bench-quick "
+                   "(README.md and docs/ untouched): a smoke test")
     p.add_argument("--only", default=",".join(EXPERIMENTS),
                    help=f"experiments to run, comma-separated: {','.join(EXPERIMENTS)} (default all); the "
-                   "others' results stay in results.json and the report as they were")
+                   "others' results stay in the results file and the report as they were")
     p.add_argument("--fresh", action="store_true",
-                   help="start a new results.json instead of keeping the experiments this run does not measure")
+                   help="start a new results file instead of keeping the experiments this run does not measure")
     p.add_argument("--servers", default="", help="servers to include, comma-separated "
                    "(bare,epoll,io_uring,poll,select,asio,uvloop,asyncio,thread,socat; default all found)")
     p.add_argument("--sizes", default="64,1k,16k,1m",
                    help="message sizes for grid, peers and uring (default 64,1k,16k,1m)")
     p.add_argument("--quiet-load", type=float, default=0.7, help="wait until the 1-minute load average is below this")
     p.add_argument("--max-wait", type=float, default=1200, help="longest wait for a quiet machine, seconds (default 1200)")
-    p.add_argument("--no-profile", action="store_true",
-                   help="skip the profiles (of missed targets, and the uring experiment's of two points)")
-    p.add_argument("--report-only", metavar="RESULTS_JSON", help="rewrite the report from a results.json")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite the report (and README.md's section) from the results file")
     p.add_argument("--no-readme", action="store_true",
-                   help="leave README.md alone (by default a complete run into docs/bench rewrites its Benchmarks section)")
+                   help="leave README.md alone (by default a run into docs/bench with every server and size "
+                   "rewrites its Benchmarks section)")
     args = p.parse_args()
     args.servers = [s for s in args.servers.split(",") if s]
     args.sizes = [parse_size(s) for s in args.sizes.split(",") if s]
@@ -1099,23 +630,27 @@ def main() -> int:
         p.error(f"--only: unknown experiment {unknown[0]!r} ({', '.join(EXPERIMENTS)})")
     if args.runs < 1 or args.duration <= 0:
         p.error("--runs and --duration must be positive")
-    complete = set(args.only) == set(EXPERIMENTS) and not args.servers \
-        and args.sizes == [64, KIB, 16 * KIB, MIB]
     if args.quick:
         args.runs, args.duration, args.max_wait = 1, 0.5, 0
-    out = Path(args.out) if args.out else (ROOT / "build-bench" / "bench-quick" if args.quick else ROOT / "docs" / "bench")
+    build = Path(args.build).resolve()
+    out = Path(args.out) if args.out else (build / "bench-quick" if args.quick else ROOT / "docs" / "bench")
     out.mkdir(parents=True, exist_ok=True)
+    results_path = Path(args.results) if args.results else (
+        build / "bench-quick" / "results.json" if args.quick else build / "results.json")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
 
     import report  # bench/report.py: tables, plots, targets
 
     readme = None
-    # Only a complete, full-length run into docs/bench refreshes README.md.
-    if not args.no_readme and not args.quick and complete and out.resolve() == (ROOT / "docs" / "bench").resolve():
+    # Only a full-length run of every server and size into docs/bench refreshes README.md.
+    if not args.no_readme and not args.quick and not args.servers and args.sizes == SIZES \
+            and out.resolve() == (ROOT / "docs" / "bench").resolve():
         readme = ROOT / "README.md"
     if args.report_only:
-        data = json.loads(Path(args.report_only).read_text())
+        data = json.loads(results_path.read_text())
         report.write(out, data, readme)
-        print(f"bench: wrote {out / 'report.md'}")
+        print(f"bench: wrote {out / 'report.md'} from {results_path}"
+              + (f"; updated the Benchmarks section of {readme}" if readme else ""))
         return 0
 
     # SIGTERM unwinds like Ctrl-C, so every server started so far is stopped on the way out.
@@ -1136,7 +671,7 @@ def main() -> int:
     log(f"bench: {', '.join(args.only)}; servers: {', '.join(bench.specs)}; {args.runs} run(s) of {args.duration} s; "
         f"load average {load_start[0]:.2f}; scratch {bench.logdir}")
     experiments = {"grid": bench.exp_grid, "idle": bench.exp_idle, "peers": bench.exp_peers, "memory": bench.exp_memory,
-                   "uring": bench.exp_uring}
+                   "uring": bench.exp_uring, "instructions": bench.exp_instructions}
     loads, took = {}, {}
     for name in args.only:
         t1 = time.monotonic()
@@ -1146,7 +681,6 @@ def main() -> int:
         log(f"bench: {name} took {took[name] / 60:.1f} min")
     elapsed = time.monotonic() - t0
 
-    profile = None
     data = {
         "machine": machine_description(bench.machine),
         "command": os.environ.get("BENCH_COMMAND") or "bench/bench.py " + " ".join(sys.argv[1:]),
@@ -1165,44 +699,22 @@ def main() -> int:
         "uvloop_examples": str(bench.uvloop_dir) if bench.uvloop_dir else None,
         "skipped": bench.skip_notes(),
         "results": bench.results,
-        "profile": profile,
         "syscall_counter": bench.counter.describe() if "uring" in args.only else None,
-        "uring_profile": None,
     }
     data["measured_by"] = [run_meta(data)]
-    previous = out / "results.json"
-    if previous.exists() and not args.fresh:
+    if results_path.exists() and not args.fresh:
         try:
-            data = merge_previous(data, json.loads(previous.read_text()))
+            data = merge_previous(data, json.loads(results_path.read_text()))
         except (ValueError, KeyError, TypeError) as e:
-            log(f"bench: {previous} is not a results.json this script can keep ({e}): starting afresh")
-    if not args.no_profile:
-        import profile_echoplex  # bench/profile_echoplex.py
-
-        # Only the targets of experiments measured now: the others keep the profile of their run.
-        missed = [t for t in report.missed_targets(data)
-                  if TARGET_EXPERIMENT.get(t) in args.only and TARGET_EXPERIMENT.get(t) != "uring"]
-        if missed:
-            log(f"targets missed ({', '.join(missed)}): profiling")
-            fresh = profile_echoplex.run(bench, missed)
-            old = data.get("profile") or {}
-            # Blocks about the targets of experiments not measured now stay, from their run.
-            kept = [b for b in old.get("blocks", [])
-                    if not any(TARGET_EXPERIMENT.get(t) in args.only for t in b.get("targets", []))]
-            data["profile"] = {"intro": fresh["intro"], "blocks": fresh["blocks"] + kept}
-        if "uring" in args.only and "io_uring" in bench.specs:
-            log("uring: profiling io_uring, epoll and the bare loop at " + ", ".join(
-                f"{report.human_size(s)} x {c}" for s, c in profile_echoplex.URING_POINTS))
-            data["uring_profile"] = profile_echoplex.uring(bench)
-    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+            log(f"bench: {results_path} is not a results file this script can keep ({e}): starting afresh")
+    results_path.write_text(json.dumps(data, indent=1) + "\n")
     report.write(out, data, readme)
     lock.close()
     log(f"bench: done in {elapsed / 60:.1f} min")
-    print(f"bench: wrote {out / 'report.md'} (plots and results.json beside it)"
+    print(f"bench: wrote {out / 'report.md'} and its plots, results in {results_path}"
           + (f"; updated the Benchmarks section of {readme}" if readme else ""))
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -1,15 +1,14 @@
 """Compares two echoplex server binaries on the same machine in the same run: server CPU per
 echoed message (medians of interleaved rounds, the order alternating so that drift favours
-neither), user-space instructions per message (valgrind --tool=callgrind: a count that does not
-drift) and system calls per message (strace -c). bench/compare.sh builds the two binaries.
+neither), user-space instructions per message (valgrind --tool=callgrind, two runs of N1 and N2
+messages: (Ir(N2) - Ir(N1)) / (N2 - N1)) and system calls per message (strace -c).
+bench/compare.sh builds the two binaries. Imports bench/procs.py only.
 
 Usage: bench/compare.py --before BIN --after BIN --testecho BIN [--sizes 64,1k,16k,1m]
        [--connections 8,100] [--rounds 5] [--duration 2] [--out FILE.md]"""
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
 import signal
 import statistics
@@ -20,27 +19,37 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import CLK_TCK, Machine, cpu_seconds, parse_size  # noqa: E402
-from profile_echoplex import Server, human_size  # noqa: E402
+from procs import (CLK_TCK, Machine, RunningServer, ServerSpec, cpu_seconds, human_size,  # noqa: E402
+                   instructions_per_message as callgrind_per_message, parse_size)
+from procs import testecho as run_testecho  # noqa: E402
+
+LOGDIR = Path(tempfile.mkdtemp(prefix="echoplex-compare-"))
+
+
+def spec(binary: str) -> ServerSpec:
+    return ServerSpec(Path(binary).name, binary, lambda port, idle: [binary, "-p", str(port), "-q"])
+
+
+class Server(RunningServer):
+    def __init__(self, machine: Machine, binary: str) -> None:
+        super().__init__(spec(binary), machine, LOGDIR)
 
 
 def testecho(args: argparse.Namespace, machine: Machine, port: int, extra: list[str]) -> dict:
-    out = subprocess.run(machine.load([args.testecho, "-p", str(port), "--json", "-q", "--timeout", "60s"] + extra),
-                         capture_output=True, text=True, timeout=900)
-    report = json.loads(out.stdout)
+    report = run_testecho(Path(args.testecho), machine, port, ["--timeout", "60s"] + extra, timeout=900)
     if not report["verified"]:
         raise RuntimeError(f"testecho did not verify: {report['first_error']}")
     return report
 
 
 def cpu_per_message(args: argparse.Namespace, machine: Machine, binary: str, size: int, conns: int) -> float:
-    server = Server(machine.server([binary, "-p", "0", "-q"]))
+    server = Server(machine, binary)
     try:
         time.sleep(0.1)
-        before = cpu_seconds(server.proc.pid)
+        before = cpu_seconds(server.pid)
         report = testecho(args, machine, server.port,
                           ["-c", str(conns), "-s", str(size), "-d", f"{args.duration}s"])
-        used = cpu_seconds(server.proc.pid) - before
+        used = cpu_seconds(server.pid) - before
     finally:
         server.stop()
     return used / max(report["messages"], 1) * 1e6
@@ -50,15 +59,9 @@ def instructions_per_message(args: argparse.Namespace, machine: Machine, binary:
                              requests: int) -> float | None:
     if not shutil.which("valgrind"):
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out_file = f"{tmp}/cg.out"
-        server = Server(machine.server(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-                                        binary, "-p", "0", "-q"]))
-        report = testecho(args, machine, server.port, ["-c", str(conns), "-s", str(size), "-n", str(requests)])
-        server.stop()
-        ann = subprocess.run(["callgrind_annotate", out_file], capture_output=True, text=True).stdout
-        total = re.search(r"^([\d,]+) .*PROGRAM TOTALS", ann, re.M)
-        return int(total.group(1).replace(",", "")) / report["messages"] if total else None
+    got = callgrind_per_message(spec(binary), machine, LOGDIR, Path(args.testecho), size, conns,
+                                (requests // 5, requests))
+    return got["ir_per_msg"]
 
 
 def syscalls_per_message(args: argparse.Namespace, machine: Machine, binary: str, size: int, conns: int,
@@ -67,9 +70,9 @@ def syscalls_per_message(args: argparse.Namespace, machine: Machine, binary: str
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out_file = f"{tmp}/strace.out"
-        server = Server(machine.server([binary, "-p", "0", "-q"]))
+        server = Server(machine, binary)
         # Attached to the running server, so that its startup is not counted; strace says when.
-        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out_file, "-p", str(server.proc.pid)],
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out_file, "-p", str(server.pid)],
                                   stderr=subprocess.PIPE, text=True)
         assert tracer.stderr is not None
         for line in tracer.stderr:
@@ -133,7 +136,8 @@ def main() -> int:
                          f"| {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |")
             print(lines[-1], flush=True)
 
-    lines += ["", "Counts that do not drift (one run each, 8 lockstep connections; startup included):", "",
+    lines += ["", "Counts that do not drift (8 lockstep connections; instructions: (Ir(N) - Ir(N/5)) / (0.8 N); "
+              "system calls: one run of N, connection setup included):", "",
               "| size | messages | instructions/msg before | after | system calls/msg before | after |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for size, requests in ((64, 40000), (16 * 1024, 10000), (1024 * 1024, 200)):
