@@ -45,6 +45,36 @@ void ByteQueue::append_lent(std::span<const char> bytes) {
     size_ += bytes.size();
 }
 
+void ByteQueue::append_borrowed(std::span<const char> bytes) {
+    assert(!bytes.empty() && bytes.size() < (std::size_t{1} << 30));
+    Chunk chunk;
+    chunk.memory = const_cast<char*>(bytes.data());  // only read through this chunk, as a lent one
+    chunk.end = static_cast<std::uint32_t>(bytes.size());
+    chunk.borrowed = 1;
+    chunks_.push_back(chunk);
+    size_ += bytes.size();
+    has_borrowed_ = true;
+}
+
+void ByteQueue::copy_borrowed() {
+    // Rare (a protocol left part of what one read brought): the queue is rebuilt in order, each
+    // borrowed chunk copied as appends fill blocks, the others moved.
+    std::vector<Chunk> old;
+    old.swap(chunks_);
+    const std::size_t first = std::exchange(head_, 0);
+    size_ = 0;
+    has_borrowed_ = false;
+    for (std::size_t i = first; i < old.size(); ++i) {
+        const Chunk& chunk = old[i];
+        if (chunk.borrowed != 0) {
+            append({chunk.data() + chunk.begin, chunk.end - chunk.begin});
+        } else {
+            chunks_.push_back(chunk);
+            size_ += chunk.end - chunk.begin;
+        }
+    }
+}
+
 void ByteQueue::add_block() {
     Chunk chunk;
     chunk.memory = pool_->take().release();
@@ -54,7 +84,7 @@ void ByteQueue::add_block() {
 void ByteQueue::release(Chunk& chunk) noexcept {
     if (chunk.lent != 0) {
         pool_->lender()->give_back(static_cast<const char*>(chunk.memory));
-    } else {
+    } else if (chunk.borrowed == 0) {
         pool_->give(std::unique_ptr<BlockPool::Block>(static_cast<BlockPool::Block*>(chunk.memory)));
     }
     chunk.memory = nullptr;
@@ -62,6 +92,11 @@ void ByteQueue::release(Chunk& chunk) noexcept {
 
 void ByteQueue::take_chunk(Chunk& chunk) {
     const std::uint32_t len = chunk.end - chunk.begin;
+    if (chunk.borrowed != 0) {
+        append({chunk.data() + chunk.begin, len});  // borrowed memory never leaves its queue
+        chunk.memory = nullptr;
+        return;
+    }
     if (chunk.lent != 0 && !no_chunks() && chunks_.back().has_room() &&
         (BlockPool::block_size - chunks_.back().end >= len || chunks_.back().end < BlockPool::block_size / 2)) {
         // A lent buffer behind a block that it would leave less than half full is copied there
@@ -147,6 +182,7 @@ void ByteQueue::splice_from(ByteQueue& other) {
     other.chunks_.clear();
     other.head_ = 0;
     other.size_ = 0;
+    other.has_borrowed_ = false;
 }
 
 std::size_t ByteQueue::splice_from(ByteQueue& other, std::size_t max_bytes) {
@@ -200,6 +236,10 @@ std::size_t ByteQueue::peek(iovec* iov, std::size_t max_iov, std::size_t max_byt
 
 void ByteQueue::consume(std::size_t n) noexcept {
     assert(n <= size_);
+    if (n == size_) {
+        clear();  // the common case (an echo the kernel took whole): nothing to walk
+        return;
+    }
     size_ -= n;
     while (n > 0) {
         Chunk& front = chunks_[head_];
@@ -230,6 +270,7 @@ void ByteQueue::clear() noexcept {
     chunks_.clear();  // keeps the capacity: a drained queue fills again without allocating
     head_ = 0;
     size_ = 0;
+    has_borrowed_ = false;
 }
 
 std::string ByteQueue::to_string() const {

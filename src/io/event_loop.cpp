@@ -150,6 +150,14 @@ Result<void> EventLoop::on_signal(int signo, std::function<void(int)> callback) 
     return {};
 }
 
+std::span<char> EventLoop::read_scratch() {
+    if (!read_scratch_) {
+        // Not value-initialised: only bytes a read wrote are ever looked at.
+        read_scratch_.reset(new char[read_scratch_size]);
+    }
+    return {read_scratch_.get(), read_scratch_size};
+}
+
 void EventLoop::defer(std::function<void()> work) { deferred_.push_back(std::move(work)); }
 
 CompletionTag EventLoop::add_completion_handler(CompletionHandler& handler) {
@@ -294,7 +302,8 @@ Result<std::size_t> EventLoop::run_once(std::optional<std::chrono::milliseconds>
     }
     ++batch_;
     now_ = Clock::now();
-    stats_.record(ready->size() + backend_->completions().size());
+    batch_events_ = ready->size() + backend_->completions().size();
+    stats_.record(batch_events_);
     std::size_t calls = dispatch(*ready);
     // Asked for again after the readiness callbacks, as before the count was kept: a span taken
     // earlier would rely on those callbacks never touching the backend's completion storage.

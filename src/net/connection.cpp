@@ -1,7 +1,9 @@
 // Connection implementation: the state machine, the read path, the write path and backpressure.
 #include "echoplex/net/connection.hpp"
 
+#include <algorithm>
 #include <cassert>
+#include <utility>
 
 namespace echoplex {
 namespace {
@@ -92,7 +94,8 @@ Connection::Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::str
       owner_(owner),
       input_(pool),
       output_(pool),
-      last_activity_(loop.now()) {
+      last_activity_(loop.now()),
+      acts_immediately_(stream_ != nullptr && stream_->acts_immediately()) {
     assert(stream_ && protocol_);
 }
 
@@ -112,6 +115,7 @@ Result<void> Connection::start() {
     if (auto started = stream_->open(*this); !started) {
         return started;
     }
+    asked_ = Interest::read;
     opened_ = true;
     in_callback_ = true;
     protocol_->on_open(*this);
@@ -159,14 +163,15 @@ void Connection::on_closed() {
 // ---- reading ----
 
 void Connection::read_input() {
-    std::size_t budget = limits_.read_budget;
-    while (budget > 0 && reading() && output_.size() < limits_.high_watermark) {
+    std::size_t budget = limits_.event_read_budget(loop_.batch_events());
+    while (budget > 0 && reading() && !close_pending_ && output_.size() < limits_.high_watermark) {
         const IoResult got = stream_->read(input_, budget);
         if (got.bytes > 0) {
             stats_.bytes_in += got.bytes;
             budget -= std::min(budget, got.bytes);
             last_activity_ = loop_.now();
             protocol_->on_input(*this, input_);
+            input_.own_borrowed();  // what the protocol left, out of the loop's read scratch
             if (state_ == ConnectionState::finishing) {
                 // The protocol has answered and finishes (an HTTP error for an oversized head):
                 // it consumes nothing more, and its answer must not be lost to the input limit.
@@ -211,17 +216,34 @@ void Connection::discard_input() {
 
 bool Connection::flush() {
     // Called with nothing queued too: a completion stream reports here what its last send took.
-    const IoResult sent = stream_->write(output_, limits_.write_budget);
+    return count_sent(stream_->write(output_, limits_.write_budget), false);
+}
+
+void Connection::write_now(ByteQueue& bytes) {
+    if (count_sent(stream_->write(bytes, limits_.write_budget), true)) {
+        write_blocked_ = !bytes.empty();
+    } else {
+        bytes.clear();
+    }
+}
+
+bool Connection::count_sent(const IoResult& sent, bool in_protocol) {
     stats_.bytes_out += sent.bytes;
-    if (sent.status == IoStatus::reset) {
-        close_now(CloseReason::reset, "peer went away");
-        return false;
+    if (sent.status != IoStatus::reset && sent.status != IoStatus::failed) {
+        return true;
     }
-    if (sent.status == IoStatus::failed) {
-        close_now(CloseReason::error, Error::from_errno("sendmsg", sent.error).message());
-        return false;
+    const CloseReason reason = sent.status == IoStatus::reset ? CloseReason::reset : CloseReason::error;
+    std::string detail =
+        reason == CloseReason::reset ? "peer went away" : Error::from_errno("sendmsg", sent.error).message();
+    if (!in_protocol) {
+        close_now(reason, detail);
+    } else if (!close_pending_) {
+        // Inside the protocol's call: the close waits for the end of the event, as close() does.
+        close_pending_ = true;
+        close_reason_ = reason;
+        close_detail_ = std::move(detail);
     }
-    return true;
+    return false;
 }
 
 void Connection::settle(bool write) {
@@ -232,7 +254,10 @@ void Connection::settle(bool write) {
         close_now(close_reason_, std::string(close_detail_));
         return;
     }
-    if (write && !flush()) {
+    // Not written again: what a reply written on the spot left (the kernel took less), and an
+    // empty queue of a stream that has nothing to report.
+    const bool blocked = std::exchange(write_blocked_, false);
+    if (write && !blocked && (!output_.empty() || !acts_immediately_) && !flush()) {
         return;
     }
     if (output_.size() > limits_.output_limit) {
@@ -270,9 +295,18 @@ void Connection::update_interest() {
     const bool read = reading() || state_ == ConnectionState::lingering;
     const bool write = !output_.empty() || producing;
     const Interest want = (read ? Interest::read : Interest::none) | (write ? Interest::write : Interest::none);
+    ask(want);
+}
+
+void Connection::ask(Interest want) {
+    if (want == asked_ && acts_immediately_) {
+        return;  // every event of a steady connection over readiness
+    }
     if (auto changed = stream_->set_interest(want); !changed) {
         close_now(CloseReason::error, changed.error().message());
+        return;
     }
+    asked_ = want;
 }
 
 void Connection::follow_watermarks() {
@@ -300,9 +334,7 @@ void Connection::on_output_delivered() {
         linger_timer_.reset();
         close_now(CloseReason::linger_timeout, "linger timeout");
     });
-    if (auto changed = stream_->set_interest(Interest::read); !changed) {
-        close_now(CloseReason::error, changed.error().message());
-    }
+    ask(Interest::read);
 }
 
 // ---- the Session the protocol sees ----
@@ -322,7 +354,17 @@ void Connection::send(ByteQueue& bytes) {
         bytes.clear();
         return;
     }
-    if (bytes.size() >= move_threshold) {
+    if (output_.empty() && acts_immediately_) {
+        // Nothing queued before: written on the spot from where the bytes are (in a callback of
+        // ours, whose end settles the rest), and only what the kernel did not take is queued,
+        // its blocks moved however few bytes they hold.
+        if (in_callback_ && !close_pending_ && !write_blocked_) {
+            write_now(bytes);
+        }
+        if (!bytes.empty()) {
+            output_.splice_from(bytes);
+        }
+    } else if (bytes.size() >= move_threshold) {
         output_.splice_from(bytes);  // moves the blocks: no copy
     } else {
         while (!bytes.empty()) {

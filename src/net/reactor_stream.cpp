@@ -41,11 +41,13 @@ Result<void> ReactorStream::open(StreamEvents& events) {
 Result<void> ReactorStream::set_interest(Interest want) { return loop_.set_interest(socket_.get(), want); }
 
 IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
-    // One scatter read of up to the whole budget once the client is streaming (the last read
-    // filled all it was offered): a large message costs a quarter of the system calls of
-    // block-sized reads. Otherwise the tail block and one spare: a message that fills exactly a
-    // block (16 KiB) still ends in a short read, which proves the socket drained, so no second
-    // read is made only to be told EAGAIN. An unused spare goes straight back to the pool.
+    if (into.empty()) {
+        return read_borrowed(into, budget);
+    }
+    // Behind input a protocol kept (a partial frame): into the queue's own blocks. One scatter
+    // read of up to the whole budget once the client is streaming (the last read filled all it
+    // was offered); otherwise the tail block and one spare, so that a read which fills the tail
+    // still ends short, proving the socket drained. An unused spare goes back to the pool.
     std::array<iovec, max_read_blocks> space;  // not zeroed: prepare fills the entries readv reads
     const std::size_t count = into.prepare(space.data(), wide_reads_ ? space.size() : 2, budget);
     std::size_t offered = 0;
@@ -61,6 +63,23 @@ IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
         }
     }
     into.release_unused_tail();
+    return result;
+}
+
+IoResult ReactorStream::read_borrowed(ByteQueue& into, std::size_t budget) {
+    // Into the loop's scratch, lent to the queue until the caller owns what its protocol left:
+    // an echo that the kernel takes at once never touches a block. Offered the whole budget, so
+    // a message shorter than it ends in a short read, which proves the socket drained.
+    const std::span<char> scratch = loop_.read_scratch();
+    iovec space{scratch.data(), std::min(budget, scratch.size())};
+    IoResult result = retry_eintr([&] { return io_.readv(fd(), &space, 1); });
+    wide_reads_ = result.bytes == space.iov_len;
+    if (result.bytes > 0) {
+        into.append_borrowed({scratch.data(), result.bytes});
+        if (result.bytes < space.iov_len) {
+            result.status = IoStatus::would_block;
+        }
+    }
     return result;
 }
 

@@ -124,6 +124,8 @@ public:
         return put;
     }
 
+    bool acts_immediately() const noexcept override { return inner_->acts_immediately(); }
+
     IoResult discard(std::size_t budget) override {
         check(!close_called_, "no discard after close()");
         const IoResult got = inner_->discard(budget);
@@ -296,7 +298,7 @@ struct CompletionHarness {
 
     void check_invariants(const Before& was, std::size_t callbacks) {
         check(stats.bytes_in == stream->handed(), "bytes_in counts the bytes read and answered");
-        check(stream->handed_in_step <= limits.read_budget * callbacks, "reads stay within the read budget");
+        check(stream->handed_in_step <= limits.largest_event_read() * callbacks, "reads stay within the read budget");
         Connection& c = *connection;
         if (c.state() == ConnectionState::closed) {
             check(owner.closes == 1, "the owner hears of the close");
@@ -314,8 +316,8 @@ struct CompletionHarness {
         check(stats.bytes_out == client.sent, "bytes_out counts the bytes the kernel took");
         const std::size_t queued = c.queued_bytes();
         check(queued == client.reply.owed(), "queued bytes are exactly the bytes owed and not yet sent");
-        check(queued <= limits.high_watermark + limits.read_budget + reply_overhead(),
-              "queued bytes stay within the high watermark plus one read budget");
+        check(queued <= limits.high_watermark + limits.largest_event_read() + reply_overhead(),
+              "queued bytes stay within the high watermark plus one event's read");
         check(c.buffer_blocks() <= 3 + queued / (BlockPool::block_size / 2),
               "buffer blocks stay proportional to the queued bytes");
         check(queued > 0 || c.buffer_blocks() == 0, "an idle connection holds no buffer");

@@ -304,7 +304,7 @@ struct Harness {
     void check_invariants(const Before& was, std::size_t callbacks) {
         check(stats.bytes_in == socket.received, "bytes_in counts the bytes read and answered");
         check(stats.bytes_out == socket.sent, "bytes_out counts the bytes the kernel took");
-        check(socket.received_in_step <= limits.read_budget * callbacks, "reads stay within the read budget");
+        check(socket.received_in_step <= limits.largest_event_read() * callbacks, "reads stay within the read budget");
         check(socket.sent_in_step <= limits.write_budget * callbacks, "sends stay within the write budget");
         Connection& c = *connection;
         if (c.closed()) {
@@ -317,8 +317,8 @@ struct Harness {
         check(loop->watched(socket.fd), "an open connection is watched");
         const std::size_t queued = c.queued_bytes();
         check(queued == socket.reply().owed(), "queued bytes are exactly the bytes owed and not yet sent");
-        check(queued <= limits.high_watermark + limits.read_budget + reply_overhead(),
-              "queued bytes stay within the high watermark plus one read budget");
+        check(queued <= limits.high_watermark + limits.largest_event_read() + reply_overhead(),
+              "queued bytes stay within the high watermark plus one event's read");
         // Memory follows the bytes: apart from the first block, the last, and one short block
         // after a full one, every block holds at least half a block of queued bytes.
         check(c.buffer_blocks() <= 3 + queued / (BlockPool::block_size / 2),

@@ -218,6 +218,58 @@ TEST_CASE("a lent buffer spliced behind a block with room for it is copied there
     CHECK(lender.given.size() == 2);
 }
 
+TEST_CASE("borrowed bytes cost no block until owned, and are copied, never referenced, once they must outlive the borrow") {
+    BlockPool pool;
+    std::string scratch = pattern(3 * BlockPool::block_size / 2);  // a read scratch, reused below
+    const std::string first = scratch;
+
+    SUBCASE("consumed whole while borrowed: no block is ever taken") {
+        ByteQueue q(pool);
+        q.append_borrowed({scratch.data(), scratch.size()});
+        CHECK(q.size() == scratch.size());
+        CHECK(q.to_string() == first);
+        q.consume(100);
+        CHECK(q.to_string() == first.substr(100));
+        q.consume(q.size());
+        CHECK(q.empty());
+        CHECK(q.blocks() == 0);
+        CHECK(pool.free_blocks() == 0);  // nothing was taken from the pool, so nothing came back
+    }
+    SUBCASE("own_borrowed copies what is left, in order, behind blocks already held") {
+        ByteQueue q(pool);
+        q.append("head:");
+        q.append_borrowed({scratch.data(), scratch.size()});
+        q.consume(2);
+        q.own_borrowed();
+        scratch.assign(scratch.size(), '#');  // the next read overwrites the scratch
+        CHECK(q.to_string() == "ad:" + first);
+        q.own_borrowed();  // nothing borrowed any more: a no-op
+        CHECK(q.to_string() == "ad:" + first);
+    }
+    SUBCASE("a splice copies borrowed bytes into the destination's blocks") {
+        ByteQueue from(pool);
+        ByteQueue to(pool);
+        from.append_borrowed({scratch.data(), scratch.size()});
+        from.consume(10);
+        to.splice_from(from);
+        CHECK(from.empty());
+        scratch.assign(scratch.size(), '#');
+        CHECK(to.to_string() == first.substr(10));
+        CHECK(to.blocks() == 2);  // appended as copies fill blocks: 1.5 blocks' worth
+    }
+    SUBCASE("a bounded splice copies the part it takes and leaves the rest borrowed") {
+        ByteQueue from(pool);
+        ByteQueue to(pool);
+        from.append_borrowed({scratch.data(), scratch.size()});
+        CHECK(to.splice_from(from, 1000) == 1000);
+        CHECK(from.to_string() == first.substr(1000));
+        from.own_borrowed();
+        scratch.assign(scratch.size(), '#');
+        CHECK(to.to_string() == first.substr(0, 1000));
+        CHECK(from.to_string() == first.substr(1000));
+    }
+}
+
 TEST_CASE("a queue that never drains keeps its order while spent slots are reclaimed") {
     // Appending and consuming in a steady stream, never reaching empty, walks the head far past
     // the reclaim threshold many times: order and block counts must survive every reclaim.

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -42,13 +43,19 @@ struct Fixture {
     Owner owner;
     std::unique_ptr<Connection> conn;
 
-    explicit Fixture(ConnectionLimits l = {}, std::unique_ptr<Protocol> protocol = std::make_unique<services::Echo>())
+    // With `scripted`, the connection's socket calls are that script's (the socket pair then only
+    // gives it a descriptor the loop can watch).
+    explicit Fixture(ConnectionLimits l = {}, std::unique_ptr<Protocol> protocol = std::make_unique<services::Echo>(),
+                     SocketIo* scripted = nullptr)
         : limits(l) {
         auto created = EventLoop::create(backend_under_test());
         REQUIRE(created.has_value());
         loop = std::move(created).value();
-        conn = std::make_unique<Connection>(*loop, make_socket_stream(*loop, std::move(pair.b), pool), "peer",
-                                            std::move(protocol), limits, pool, stats, owner);
+        std::unique_ptr<Stream> stream = scripted != nullptr
+                                             ? std::make_unique<ReactorStream>(*loop, std::move(pair.b), *scripted)
+                                             : make_socket_stream(*loop, std::move(pair.b), pool);
+        conn = std::make_unique<Connection>(*loop, std::move(stream), "peer", std::move(protocol), limits, pool, stats,
+                                            owner);
         REQUIRE(conn->start());
     }
     int client() const { return pair.a.get(); }
@@ -66,18 +73,20 @@ std::unique_ptr<Fixture> small_buffer_fixture(std::size_t high, std::size_t low)
     return f;
 }
 
-// Writes `data` from the client while reading the echo, stepping the server loop; returns
-// what came back once it is as long as what was sent (or the step bound ran out).
-std::string echo_through(Fixture& f, const std::string& data) {
+// Writes `data` from `client` while reading the echo, stepping the server loop; returns what
+// came back once it is as long as what was sent (or the step bound ran out).
+std::string echo_through_fd(EventLoop& loop, int client, const std::string& data) {
     std::size_t sent = 0;
     std::string back;
-    run_until(*f.loop, [&] {
-        send_some(f.client(), data, sent);
-        back += read_available(f.client());
+    run_until(loop, [&] {
+        send_some(client, data, sent);
+        back += read_available(client);
         return back.size() >= data.size();
     }, 20000, std::chrono::milliseconds(5));
     return back;
 }
+
+std::string echo_through(Fixture& f, const std::string& data) { return echo_through_fd(*f.loop, f.client(), data); }
 
 TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is off once drained") {
     auto fixture = small_buffer_fixture(ConnectionLimits{}.high_watermark, ConnectionLimits{}.low_watermark);
@@ -106,8 +115,8 @@ TEST_CASE("a client that does not read pauses reading at the high watermark, and
     CHECK(f.stats.paused == 1);
     CHECK_FALSE(wants_read(f.conn->interest()));
     CHECK(wants_write(f.conn->interest()));
-    // Bounded: at most the high watermark plus one read budget is ever queued.
-    CHECK(f.conn->queued_bytes() <= limits.high_watermark + limits.read_budget);
+    // Bounded: at most the high watermark plus one event's read is ever queued.
+    CHECK(f.conn->queued_bytes() <= limits.high_watermark + limits.largest_event_read());
 
     // The client reads again: everything comes back, in order, and reading resumes.
     std::string back;
@@ -219,28 +228,92 @@ struct ByteAtATimeClient final : SocketIo {
     int shutdown(int, int) override { return 0; }
 };
 
+// Answers each complete line; a partial line waits in the input for the rest.
+struct Lines final : Protocol {
+    void on_input(Session& session, ByteQueue& input) override {
+        const std::string text = input.to_string();
+        const auto end = text.rfind('\n');
+        if (end != std::string::npos) {
+            session.send(std::string_view(text).substr(0, end + 1));
+            input.consume(end + 1);
+        }
+    }
+};
+
+TEST_CASE("a partial frame a protocol keeps survives other connections' reads on the same loop") {
+    // A read into an empty input lands in the loop's read scratch, which the next read of any
+    // connection reuses: what the protocol leaves must be copied out before that.
+    Fixture f({}, std::make_unique<Lines>());
+    SocketPair other_pair = connected_pair(Transport::tcp_loopback);
+    Connection other(*f.loop, make_socket_stream(*f.loop, std::move(other_pair.b), f.pool), "other",
+                     std::make_unique<services::Echo>(), f.limits, f.pool, f.stats, f.owner);
+    REQUIRE(other.start());
+
+    write_all(f.client(), "hel");
+    REQUIRE(run_until(*f.loop, [&] { return f.stats.bytes_in == 3; }, 2000, std::chrono::milliseconds(5)));
+    const std::string noise(1000, '#');  // read by the other connection into the same scratch
+    CHECK(echo_through_fd(*f.loop, other_pair.a.get(), noise) == noise);
+    write_all(f.client(), "lo\nwor");
+    std::string back;
+    REQUIRE(run_until(*f.loop, [&] {
+        back += read_available(f.client());
+        return back.size() >= 6;
+    }, 2000, std::chrono::milliseconds(5)));
+    CHECK(back == "hello\n");
+    CHECK(echo_through_fd(*f.loop, other_pair.a.get(), noise) == noise);
+    write_all(f.client(), "ld\n");
+    REQUIRE(run_until(*f.loop, [&] {
+        back += read_available(f.client());
+        return back.size() >= 12;
+    }, 2000, std::chrono::milliseconds(5)));
+    CHECK(back == "hello\nworld\n");
+    CHECK(f.owner.closes == 0);
+}
+
+// Always has input for us; our first reply finds the connection gone (EPIPE).
+struct VanishingClient final : SocketIo {
+    int reads = 0;
+    int sends = 0;
+    ssize_t recv(int, void* buffer, std::size_t length) override {
+        ++reads;
+        std::memset(buffer, 'x', length);
+        return static_cast<ssize_t>(length);  // a full read: more is waiting
+    }
+    ssize_t sendmsg(int, const msghdr*, int) override {
+        ++sends;
+        errno = EPIPE;
+        return -1;
+    }
+    int shutdown(int, int) override { return 0; }
+};
+
+TEST_CASE("a reply written on the spot to a vanished client stops the reading and closes as reset after the event") {
+    VanishingClient client;
+    ConnectionLimits limits;
+    limits.read_budget = 4 * EventLoop::read_scratch_size;  // room for several full reads
+    Fixture f(limits, std::make_unique<services::Echo>(), &client);
+    f.conn->on_readable();
+    CHECK(client.reads == 1);  // not read on into a connection that is closing
+    CHECK(client.sends == 1);
+    CHECK(f.owner.closes == 1);
+    CHECK(f.owner.reason == "peer went away");
+    CHECK(f.stats.closed_by(CloseReason::reset) == 1);
+    CHECK(f.conn->closed());
+    CHECK(f.conn->buffer_blocks() == 0);
+}
+
 TEST_CASE("a client sending a byte at a time cannot make queued memory outgrow the queued bytes") {
     // Found by tests/fuzz/connection_fuzz.cpp: each one-byte read moved a 16 KiB block of its own
     // to the write queue, so a paused connection could hold 16 KiB per queued byte.
-    auto created = EventLoop::create(backend_under_test());
-    REQUIRE(created.has_value());
-    std::unique_ptr<EventLoop> loop = std::move(created).value();
-    SocketPair pair = connected_pair(Transport::unix_stream);
-    BlockPool pool;
-    ServerStats stats;
-    const ConnectionLimits limits;
-    Owner owner;
     ByteAtATimeClient client;
-    Connection conn(*loop, std::make_unique<ReactorStream>(*loop, std::move(pair.b), client), "peer",
-                    std::make_unique<services::Echo>(), limits, pool, stats, owner);
-    REQUIRE(conn.start());
+    Fixture f({}, std::make_unique<services::Echo>(), &client);
     for (int i = 0; i < 1000; ++i) {
-        conn.on_readable();
+        f.conn->on_readable();
     }
-    CHECK(owner.closes == 0);
-    CHECK(conn.queued_bytes() == 1000);
-    CHECK(conn.buffer_blocks() == 1);  // 1000 bytes fit in one block
-    CHECK(loop->interest(conn.fd()) == Interest::both);
+    CHECK(f.owner.closes == 0);
+    CHECK(f.conn->queued_bytes() == 1000);
+    CHECK(f.conn->buffer_blocks() == 1);  // 1000 bytes fit in one block
+    CHECK(f.loop->interest(f.conn->fd()) == Interest::both);
 }
 
 }  // namespace

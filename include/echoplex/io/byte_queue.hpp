@@ -64,7 +64,8 @@ public:
         : pool_(other.pool_),
           chunks_(std::move(other.chunks_)),
           head_(std::exchange(other.head_, 0)),
-          size_(std::exchange(other.size_, 0)) {
+          size_(std::exchange(other.size_, 0)),
+          has_borrowed_(std::exchange(other.has_borrowed_, false)) {
         other.chunks_.clear();
     }
     ByteQueue& operator=(ByteQueue&&) = delete;  // would drop this queue's blocks without returning them
@@ -79,6 +80,16 @@ public:
     // Appends `bytes` where they are, in a buffer lent by the pool's lender: it goes back to the
     // lender once these bytes are consumed or dropped, and nothing is ever appended into it.
     void append_lent(std::span<const char> bytes);
+    // Appends `bytes` where they are, in memory this queue only borrows for a moment (a loop's
+    // read scratch): call own_borrowed() before that memory is used again. Bytes consumed before
+    // then cost no block and no copy; a splice into another queue copies them.
+    void append_borrowed(std::span<const char> bytes);
+    // Copies any borrowed bytes still queued into blocks of the pool.
+    void own_borrowed() {
+        if (has_borrowed_) {
+            copy_borrowed();
+        }
+    }
 
     // Free space at the tail to read into (takes a block if there is none); commit(n) makes
     // the first n bytes of it part of the queue. Use release_unused_tail() after a read that
@@ -111,18 +122,20 @@ public:
     std::string to_string() const;
 
 private:
-    // A chunk owns a block of the pool, or holds a lent buffer (read only: its end is final).
-    // Kept to 16 bytes: a drained queue keeps its vector's capacity.
+    // A chunk owns a block of the pool, or holds a lent or borrowed buffer (read only: its end
+    // is final). Kept to 16 bytes: a drained queue keeps its vector's capacity.
     struct Chunk {
-        void* memory = nullptr;  // BlockPool::Block* if owned, else the lent buffer's first byte
+        void* memory = nullptr;  // BlockPool::Block* if owned, else the buffer's first byte
         std::uint32_t begin = 0;
-        std::uint32_t end : 31 = 0;
-        std::uint32_t lent : 1 = 0;
+        std::uint32_t end : 30 = 0;
+        std::uint32_t lent : 1 = 0;      // goes back to the pool's lender when released
+        std::uint32_t borrowed : 1 = 0;  // nothing to give back: the owner of the memory keeps it
 
+        bool owned() const noexcept { return lent == 0 && borrowed == 0; }
         char* data() const noexcept {
-            return lent != 0 ? static_cast<char*>(memory) : static_cast<BlockPool::Block*>(memory)->data();
+            return owned() ? static_cast<BlockPool::Block*>(memory)->data() : static_cast<char*>(memory);
         }
-        bool has_room() const noexcept { return lent == 0 && end < BlockPool::block_size; }
+        bool has_room() const noexcept { return owned() && end < BlockPool::block_size; }
     };
     void add_block();
     void own_front();  // replaces a lent front chunk by a copy in blocks of the pool
@@ -130,6 +143,7 @@ private:
     // and would leave this queue's last block less than half full, copied and given back.
     void take_chunk(Chunk& chunk);
     void release(Chunk& chunk) noexcept;
+    void copy_borrowed();
     bool no_chunks() const noexcept { return head_ == chunks_.size(); }
     std::span<Chunk> live() noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }
     std::span<const Chunk> live() const noexcept { return {chunks_.data() + head_, chunks_.size() - head_}; }
@@ -139,6 +153,7 @@ private:
     std::size_t head_ = 0;
     std::size_t prepared_ = 0;  // the first chunk of the space the last prepare() offered
     std::size_t size_ = 0;
+    bool has_borrowed_ = false;  // a borrowed chunk may be queued (cleared once none can be)
 };
 
 }  // namespace echoplex

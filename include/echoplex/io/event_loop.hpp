@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "echoplex/io/backend.hpp"
@@ -123,6 +124,16 @@ public:
     // The time at the start of the current iteration's dispatch (cheaper than Clock::now()).
     Clock::time_point now() const noexcept { return now_; }
 
+    // Descriptors ready and operations completed in the current iteration's batch: how many
+    // share it, so that a connection alone in it may read more than its fair share.
+    std::size_t batch_events() const noexcept { return batch_events_; }
+
+    // Memory for one read at a time, reused by every read of this loop (allocated on first use,
+    // read_scratch_size bytes): whatever is read into it must be consumed or copied before the
+    // next read, which a readiness stream's caller does (ByteQueue::append_borrowed).
+    static constexpr std::size_t read_scratch_size = 256 * 1024;
+    std::span<char> read_scratch();
+
 private:
     struct Slot {
         IoHandler* handler = nullptr;
@@ -163,6 +174,8 @@ private:
     std::unique_ptr<SignalHandler> signal_handler_;
     std::map<int, std::function<void(int)>> signal_callbacks_;
     std::uint64_t batch_ = 0;
+    std::size_t batch_events_ = 0;
+    std::unique_ptr<char[]> read_scratch_;
     LoopStats stats_;
     bool stop_requested_ = false;
     Clock::time_point now_ = Clock::now();

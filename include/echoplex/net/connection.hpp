@@ -72,7 +72,8 @@ struct ServerStats {
 struct ConnectionLimits {
     std::size_t high_watermark = 256 * 1024;  // queued output that pauses reading
     std::size_t low_watermark = 64 * 1024;    // queued output that resumes it
-    // Per readiness event, so one busy client cannot starve the others.
+    // Per readiness event, so one busy client cannot starve the others; a connection that shares
+    // its batch with fewer than max_read_budgets - 1 others may read more (event_read_budget).
     std::size_t read_budget = 64 * 1024;
     std::size_t write_budget = 256 * 1024;
     // Unconsumed input (a frame not yet complete) beyond which the client is closed.
@@ -82,6 +83,18 @@ struct ConnectionLimits {
     std::size_t output_limit = 64 * 1024 * 1024;
     // After our FIN, how long to wait for the client's EOF before closing anyway.
     std::chrono::milliseconds linger_timeout{5000};
+
+    // A connection alone in its batch (a client streaming) may read this many read budgets in one
+    // event, one less for each other event sharing the batch, never less than one: a single
+    // stream is not cut into 64 KiB pieces, and when many are ready each gets its fair share.
+    static constexpr std::size_t max_read_budgets = 4;
+    // What one event may read when `batch_events` descriptors (or completions) share the batch.
+    std::size_t event_read_budget(std::size_t batch_events) const noexcept {
+        const std::size_t others = batch_events > 0 ? batch_events - 1 : 0;
+        return read_budget * (max_read_budgets - (others < max_read_budgets ? others : max_read_budgets - 1));
+    }
+    // The most any one event reads.
+    std::size_t largest_event_read() const noexcept { return read_budget * max_read_budgets; }
 };
 
 // Where a connection is. Transitions, each in one function of Connection:
@@ -156,12 +169,20 @@ private:
     void close(std::string_view reason) override;
     EventLoop& loop() noexcept override { return loop_; }
 
-    // Reads at most read_budget bytes, handing each piece to the protocol.
+    // Reads at most limits_.event_read_budget(...) bytes, handing each piece to the protocol.
     void read_input();
     // After our FIN: reads and drops input until the client's EOF, then closes.
     void discard_input();
     // Writes at most write_budget bytes; false if the connection closed.
     bool flush();
+    // Writes `bytes` before they are queued (nothing is queued, the stream writes immediately),
+    // from inside a protocol's call: a failure asks for the close at the end of the event.
+    void write_now(ByteQueue& bytes);
+    // Counts what a write sent; false if it failed, the close made now, or asked for at the end
+    // of the event when `in_protocol` (a protocol's call is on the stack).
+    bool count_sent(const IoResult& sent, bool in_protocol);
+    // Gives the stream `want` unless it already has it.
+    void ask(Interest want);
     // The end of every event: a close asked for in the meantime, else write what is queued
     // (unless `write` is false: the event already spent its write budget) and derive the
     // interest from the state.
@@ -193,6 +214,9 @@ private:
     CloseReason finish_reason_ = CloseReason::client_closed;  // drained, finished or client_closed
     std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
     ConnectionState state_ = ConnectionState::open;
+    Interest asked_ = Interest::none;  // what the stream was last given
+    bool acts_immediately_;            // the stream is readiness: see Stream::acts_immediately
+    bool write_blocked_ = false;       // this event wrote on the spot and the kernel took less
     bool opened_ = false;          // the protocol's on_open ran: on_close is owed
     bool in_callback_ = false;     // inside one of our events: settle() follows anyway
     bool settle_pending_ = false;  // settle_later queued and not yet run

@@ -20,14 +20,18 @@ public:
     [[nodiscard]] Result<void> open(StreamEvents& events) override;
     [[nodiscard]] Result<void> set_interest(Interest want) override;
     Interest interest() const noexcept override { return loop_.interest(socket_.get()); }
+    // Into an empty queue, the bytes stay in the loop's read scratch (ByteQueue::append_borrowed):
+    // the caller calls own_borrowed() on `into` before the loop's next read.
     IoResult read(ByteQueue& into, std::size_t budget) override;
     IoResult write(ByteQueue& from, std::size_t budget) override;
     IoResult discard(std::size_t budget) override;
     void shutdown_write() noexcept override;
     void close() noexcept override;
     std::size_t in_flight() const noexcept override { return 0; }
+    bool acts_immediately() const noexcept override { return true; }
 
 private:
+    IoResult read_borrowed(ByteQueue& into, std::size_t budget);
     void on_readable() override { events_->on_readable(); }
     void on_writable() override { events_->on_writable(); }
 

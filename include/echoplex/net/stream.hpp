@@ -57,6 +57,12 @@ public:
     // Sends at most `budget` bytes from the front of `from` and consumes what was taken.
     // ok: all of it or the budget went; would_block: the kernel took less (bytes may be > 0).
     virtual IoResult write(ByteQueue& from, std::size_t budget) = 0;
+    // True if every call is done when it returns (readiness: the system call is made there and
+    // then): write() is finished with `from`, so any queue may be written from, a protocol's
+    // input too, and set_interest() with the interest already set changes nothing. A completion
+    // stream keeps `from` until its send completes (it must always be given the same queue), and
+    // set_interest() re-arms or reports what the last completions left.
+    virtual bool acts_immediately() const noexcept = 0;
 
     // Reads and drops at most `budget` bytes of input (a lingering close).
     virtual IoResult discard(std::size_t budget) = 0;

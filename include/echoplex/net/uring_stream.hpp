@@ -57,6 +57,7 @@ public:
     void shutdown_write() noexcept override;
     void close() noexcept override;
     std::size_t in_flight() const noexcept override;
+    bool acts_immediately() const noexcept override { return false; }
 
 private:
     // The operations this stream submits or posts to itself, as its completions name them.
