@@ -264,8 +264,10 @@ void ByteQueue::consume(std::size_t n) noexcept {
 }
 
 void ByteQueue::clear() noexcept {
-    for (Chunk& chunk : live()) {
-        release(chunk);
+    for (std::size_t i = head_; i < chunks_.size(); ++i) {
+        if (chunks_[i].borrowed == 0) {
+            release(chunks_[i]);
+        }
     }
     chunks_.clear();  // keeps the capacity: a drained queue fills again without allocating
     head_ = 0;

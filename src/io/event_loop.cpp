@@ -150,12 +150,9 @@ Result<void> EventLoop::on_signal(int signo, std::function<void(int)> callback) 
     return {};
 }
 
-std::span<char> EventLoop::read_scratch() {
-    if (!read_scratch_) {
-        // Not value-initialised: only bytes a read wrote are ever looked at.
-        read_scratch_.reset(new char[read_scratch_size]);
-    }
-    return {read_scratch_.get(), read_scratch_size};
+void EventLoop::allocate_read_scratch() {
+    // Not value-initialised: only bytes a read wrote are ever looked at.
+    read_scratch_.reset(new char[read_scratch_size]);
 }
 
 void EventLoop::defer(std::function<void()> work) { deferred_.push_back(std::move(work)); }

@@ -89,7 +89,13 @@ IoResult ReactorStream::write(ByteQueue& from, std::size_t budget) {
         std::array<iovec, 64> iov;  // not zeroed: peek fills the `count` entries sendmsg reads
         msghdr msg{};
         msg.msg_iov = iov.data();
-        msg.msg_iovlen = from.peek(iov.data(), iov.size(), budget);
+        if (const std::span<const char> front = from.front(); front.size() == from.size()) {
+            // One piece (a reply read in one go): no walk over the queue.
+            iov[0] = iovec{const_cast<char*>(front.data()), std::min(front.size(), budget)};
+            msg.msg_iovlen = 1;
+        } else {
+            msg.msg_iovlen = from.peek(iov.data(), iov.size(), budget);
+        }
         // sendmsg rather than writev for MSG_NOSIGNAL: a vanished client must never raise SIGPIPE.
         const IoResult step = retry_eintr([&] { return io_.sendmsg(fd(), &msg, MSG_NOSIGNAL); });
         from.consume(step.bytes);

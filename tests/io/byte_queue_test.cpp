@@ -28,7 +28,9 @@ TEST_CASE("bytes come out in the order they went in, across block boundaries") {
     CHECK(q.size() == data.size());
     CHECK(q.blocks() == 4);
     CHECK(q.to_string() == data);
+    CHECK(std::string(q.front().data(), q.front().size()) == data.substr(0, BlockPool::block_size));
     q.consume(BlockPool::block_size + 5);
+    CHECK(std::string(q.front().data(), q.front().size()) == data.substr(BlockPool::block_size + 5, BlockPool::block_size - 5));
     CHECK(q.to_string() == data.substr(BlockPool::block_size + 5));
     CHECK(q.blocks() == 3);
 }
@@ -227,6 +229,8 @@ TEST_CASE("borrowed bytes cost no block until owned, and are copied, never refer
         ByteQueue q(pool);
         q.append_borrowed({scratch.data(), scratch.size()});
         CHECK(q.size() == scratch.size());
+        CHECK(q.front().data() == scratch.data());  // where it is: not copied
+        CHECK(q.front().size() == scratch.size());
         CHECK(q.to_string() == first);
         q.consume(100);
         CHECK(q.to_string() == first.substr(100));

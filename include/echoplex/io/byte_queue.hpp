@@ -112,6 +112,15 @@ public:
     // the bytes moved.
     std::size_t splice_from(ByteQueue& other, std::size_t max_bytes);
 
+    // The bytes of the front chunk: all of the queue when it holds one (the common case, a reply
+    // read in one piece), so a writer needs no iovec walk. Empty if the queue is.
+    std::span<const char> front() const noexcept {
+        if (no_chunks()) {
+            return {};
+        }
+        const Chunk& chunk = chunks_[head_];
+        return {chunk.data() + chunk.begin, chunk.end - chunk.begin};
+    }
     // Fills up to `max_iov` iovecs covering at most `max_bytes` from the front; returns the count.
     std::size_t peek(iovec* iov, std::size_t max_iov, std::size_t max_bytes) const noexcept;
     // Drops n bytes from the front (n <= size()), returning emptied blocks to the pool.

@@ -132,7 +132,12 @@ public:
     // read_scratch_size bytes): whatever is read into it must be consumed or copied before the
     // next read, which a readiness stream's caller does (ByteQueue::append_borrowed).
     static constexpr std::size_t read_scratch_size = 256 * 1024;
-    std::span<char> read_scratch();
+    std::span<char> read_scratch() {
+        if (!read_scratch_) {
+            allocate_read_scratch();
+        }
+        return {read_scratch_.get(), read_scratch_size};
+    }
 
 private:
     struct Slot {
@@ -152,6 +157,7 @@ private:
     };
 
     Result<void> change_interest(int fd, Interest want);
+    void allocate_read_scratch();
     Slot* live_slot(int fd) noexcept;  // a slot that may receive this batch's events, or nullptr
     std::size_t dispatch(std::span<const Readiness> ready);
     std::size_t run_deferred();
