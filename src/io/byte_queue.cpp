@@ -133,7 +133,7 @@ std::span<char> ByteQueue::prepare() {
     if (no_chunks() || !chunks_.back().has_room()) {
         add_block();
     }
-    prepared_ = chunks_.size() - 1;
+    prepared_ = static_cast<std::uint32_t>(chunks_.size() - 1);
     Chunk& tail = chunks_.back();
     return {tail.data() + tail.end, BlockPool::block_size - tail.end};
 }

@@ -78,7 +78,7 @@ Result<void> EventLoop::watch(int fd, IoHandler& handler, Interest want) {
     if (static_cast<std::size_t>(fd) >= slots_.size()) {
         slots_.resize(static_cast<std::size_t>(fd) + 1);
     }
-    slots_[static_cast<std::size_t>(fd)] = Slot{&handler, want, batch_};
+    slots_[static_cast<std::size_t>(fd)] = Slot{&handler, batch_, want};
     return {};
 }
 

@@ -100,8 +100,8 @@ Connection::Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::str
 }
 
 Connection::~Connection() {
-    if (linger_timer_) {
-        loop_.cancel_timer(*linger_timer_);
+    if (linger_timer_ != TimerId{}) {
+        loop_.cancel_timer(linger_timer_);
     }
     if (opened_) {
         protocol_->on_close();  // a protocol may hold this Session: it must hear the end
@@ -157,7 +157,8 @@ void Connection::on_closed() {
     output_.clear();
     state_ = ConnectionState::closed;
     ++stats_.closed_by(close_reason_);
-    owner_.connection_closed(*this, close_detail_);  // while fd() still names this connection
+    // While fd() still names this connection.
+    owner_.connection_closed(*this, close_detail_ ? std::string_view(*close_detail_) : std::string_view{});
 }
 
 // ---- reading ----
@@ -191,7 +192,6 @@ void Connection::read_input() {
             case IoStatus::end:
                 state_ = ConnectionState::peer_closed;
                 finish_reason_ = CloseReason::client_closed;
-                finish_detail_ = "client closed";
                 protocol_->on_input_end(*this, input_);
                 input_.clear();
                 return;
@@ -208,7 +208,7 @@ void Connection::read_input() {
 void Connection::discard_input() {
     const IoResult got = stream_->discard(limits_.read_budget);
     if (got.status != IoStatus::ok && got.status != IoStatus::would_block) {
-        close_now(finish_reason_, finish_detail_);  // EOF (or the client's reset): nothing more is owed either way
+        close_now(finish_reason_, finish_detail());  // EOF (or the client's reset): nothing more is owed either way
     }
 }
 
@@ -241,7 +241,7 @@ bool Connection::count_sent(const IoResult& sent, bool in_protocol) {
         // Inside the protocol's call: the close waits for the end of the event, as close() does.
         close_pending_ = true;
         close_reason_ = reason;
-        close_detail_ = std::move(detail);
+        set_close_detail(std::move(detail));
     }
     return false;
 }
@@ -251,7 +251,7 @@ void Connection::settle(bool write) {
         return;
     }
     if (close_pending_) {
-        close_now(close_reason_, std::string(close_detail_));
+        close_now(close_reason_, close_detail_ ? std::string(*close_detail_) : std::string());
         return;
     }
     // Not written again: what a reply written on the spot left (the kernel took less), and an
@@ -318,6 +318,22 @@ void Connection::follow_watermarks() {
     }
 }
 
+std::string_view Connection::finish_detail() const noexcept {
+    switch (finish_reason_) {
+        case CloseReason::drained: return "drained";
+        case CloseReason::finished: return "finished";
+        default: return "client closed";
+    }
+}
+
+void Connection::set_close_detail(std::string detail) {
+    if (close_detail_) {
+        *close_detail_ = std::move(detail);
+    } else {
+        close_detail_ = std::make_unique<std::string>(std::move(detail));
+    }
+}
+
 void Connection::on_output_delivered() {
     // Everything owed is delivered: send FIN. If the client has finished too, close now.
     // Otherwise linger: closing with unread input makes the kernel send RST, which can destroy
@@ -325,13 +341,13 @@ void Connection::on_output_delivered() {
     // for at most the linger timeout.
     stream_->shutdown_write();
     if (state_ == ConnectionState::peer_closed) {
-        close_now(finish_reason_, finish_detail_);
+        close_now(finish_reason_, finish_detail());
         return;
     }
     state_ = ConnectionState::lingering;
     input_.clear();
     linger_timer_ = loop_.add_timer(limits_.linger_timeout, [this] {
-        linger_timer_.reset();
+        linger_timer_ = TimerId{};
         close_now(CloseReason::linger_timeout, "linger timeout");
     });
     ask(Interest::read);
@@ -401,7 +417,6 @@ void Connection::finish() {
     if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
         state_ = ConnectionState::finishing;
         finish_reason_ = CloseReason::finished;
-        finish_detail_ = "finished";
     }
     if (!in_callback_) {
         settle_later();
@@ -414,7 +429,7 @@ void Connection::close(std::string_view reason) {
     }
     close_pending_ = true;
     close_reason_ = CloseReason::protocol;
-    close_detail_ = reason;
+    set_close_detail(std::string(reason));
     if (!in_callback_) {
         settle_later();
     }
@@ -426,11 +441,9 @@ void Connection::drain() {
     if (state_ == ConnectionState::open || state_ == ConnectionState::paused) {
         state_ = ConnectionState::finishing;
         finish_reason_ = CloseReason::drained;
-        finish_detail_ = "drained";
         input_.clear();
     } else if (state_ == ConnectionState::peer_closed) {
         finish_reason_ = CloseReason::drained;  // it was closing anyway once its output is delivered
-        finish_detail_ = "drained";
     }
     settle();
 }
@@ -439,19 +452,18 @@ void Connection::close_now(CloseReason reason, std::string_view detail) {
     if (closed()) {
         return;
     }
-    // `detail` may view close_detail_ or finish_detail_.
+    // `detail` may view *close_detail_.
     std::string why(detail.empty() ? close_reason_name(reason) : detail);
     state_ = ConnectionState::closing;
-    if (linger_timer_) {
-        loop_.cancel_timer(*linger_timer_);
-        linger_timer_.reset();
+    if (linger_timer_ != TimerId{}) {
+        loop_.cancel_timer(std::exchange(linger_timer_, TimerId{}));
     }
     if (opened_) {
         opened_ = false;
         protocol_->on_close();
     }
     close_reason_ = reason;
-    close_detail_ = std::move(why);
+    set_close_detail(std::move(why));
     // Cancels what is in flight; on_closed() follows once nothing is (at once over readiness).
     stream_->close();
 }

@@ -140,10 +140,11 @@ public:
     }
 
 private:
+    // 16 bytes, one per descriptor number: 56 bits of batch count outlast any process.
     struct Slot {
         IoHandler* handler = nullptr;
-        Interest interest = Interest::none;  // what the backend was last given for this fd
-        std::uint64_t watched_in_batch = 0;
+        std::uint64_t watched_in_batch : 56 = 0;
+        Interest interest : 8 = Interest::none;  // what the backend was last given for this fd
     };
     class SignalHandler;
     struct HandlerSlot {

@@ -14,6 +14,7 @@ namespace echoplex {
 using Clock = std::chrono::steady_clock;
 
 // Identifies a timer for cancel(); ids are never reused within one queue.
+// Ids start at 1: TimerId{} never names a timer, so it can stand for "none".
 enum class TimerId : std::uint64_t {};
 
 class TimerQueue {

@@ -195,6 +195,10 @@ private:
     // open -> paused at the high watermark, paused -> open at the low one.
     void follow_watermarks();
     void on_output_delivered();
+    // Why a graceful close happens, in words: "client closed", "finished" or "drained".
+    std::string_view finish_detail() const noexcept;
+    // Records why a close is asked for.
+    void set_close_detail(std::string detail);
     bool reading() const noexcept { return state_ == ConnectionState::open && !input_held_; }
 
     EventLoop& loop_;
@@ -207,9 +211,10 @@ private:
     ByteQueue input_;   // received, not yet consumed by the protocol
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;
-    std::optional<TimerId> linger_timer_;
-    std::string close_detail_;  // why a close was asked for, in words (logged by the owner)
-    std::string finish_detail_;  // why a graceful close happens, in words
+    TimerId linger_timer_{};  // TimerId{}: none
+    // Why a close was asked for, in words (logged by the owner): allocated only then, so an
+    // open connection does not carry a string for it.
+    std::unique_ptr<std::string> close_detail_;
     CloseReason close_reason_ = CloseReason::error;
     CloseReason finish_reason_ = CloseReason::client_closed;  // drained, finished or client_closed
     std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
