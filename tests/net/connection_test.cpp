@@ -88,6 +88,20 @@ std::string echo_through_fd(EventLoop& loop, int client, const std::string& data
 
 std::string echo_through(Fixture& f, const std::string& data) { return echo_through_fd(*f.loop, f.client(), data); }
 
+TEST_CASE("one event's read budget is an equal share of the batch's, between one and four read budgets") {
+    ConnectionLimits limits;  // 64 KiB read budget, 16 MiB per batch
+    CHECK(limits.event_read_budget(0) == 4 * limits.read_budget);
+    CHECK(limits.event_read_budget(1) == 4 * limits.read_budget);
+    CHECK(limits.event_read_budget(64) == 4 * limits.read_budget);
+    CHECK(limits.event_read_budget(100) == limits.batch_read_budget / 100);
+    CHECK(limits.event_read_budget(256) == limits.read_budget);
+    CHECK(limits.event_read_budget(10000) == limits.read_budget);
+    CHECK(limits.largest_event_read() == 4 * limits.read_budget);
+    limits.batch_read_budget = 96 * 1024;
+    CHECK(limits.event_read_budget(1) == 96 * 1024);
+    CHECK(limits.event_read_budget(2) == limits.read_budget);
+}
+
 TEST_CASE("echo is byte-exact through a tiny send buffer, and write interest is off once drained") {
     auto fixture = small_buffer_fixture(ConnectionLimits{}.high_watermark, ConnectionLimits{}.low_watermark);
     Fixture& f = *fixture;

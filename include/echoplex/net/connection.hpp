@@ -72,9 +72,12 @@ struct ServerStats {
 struct ConnectionLimits {
     std::size_t high_watermark = 256 * 1024;  // queued output that pauses reading
     std::size_t low_watermark = 64 * 1024;    // queued output that resumes it
-    // Per readiness event, so one busy client cannot starve the others; a connection that shares
-    // its batch with fewer than max_read_budgets - 1 others may read more (event_read_budget).
+    // Per readiness event, so one busy client cannot starve the others: the share of each when
+    // many are ready at once; when fewer are, each may read more (event_read_budget).
     std::size_t read_budget = 64 * 1024;
+    // What the connections ready in one batch may read together before the loop waits again,
+    // shared equally: it bounds how long one iteration copies, not how much one client gets.
+    std::size_t batch_read_budget = 16 * 1024 * 1024;
     std::size_t write_budget = 256 * 1024;
     // Unconsumed input (a frame not yet complete) beyond which the client is closed.
     std::size_t input_limit = 1024 * 1024;
@@ -84,14 +87,15 @@ struct ConnectionLimits {
     // After our FIN, how long to wait for the client's EOF before closing anyway.
     std::chrono::milliseconds linger_timeout{5000};
 
-    // A connection alone in its batch (a client streaming) may read this many read budgets in one
-    // event, one less for each other event sharing the batch, never less than one: a single
-    // stream is not cut into 64 KiB pieces, and when many are ready each gets its fair share.
+    // One event reads at most this many read budgets: a streaming client is not cut into 64 KiB
+    // pieces (at 1 MiB with 100 lockstep clients, 64 KiB per event cost the server twice the CPU
+    // per message of 256 KiB), and one read still fits the loop's 256 KiB read buffer.
     static constexpr std::size_t max_read_budgets = 4;
-    // What one event may read when `batch_events` descriptors (or completions) share the batch.
+    // What one event may read when `batch_events` descriptors (or completions) share the batch:
+    // an equal share of batch_read_budget, at least read_budget, at most largest_event_read().
     std::size_t event_read_budget(std::size_t batch_events) const noexcept {
-        const std::size_t others = batch_events > 0 ? batch_events - 1 : 0;
-        return read_budget * (max_read_budgets - (others < max_read_budgets ? others : max_read_budgets - 1));
+        const std::size_t share = batch_read_budget / (batch_events > 0 ? batch_events : 1);
+        return share < read_budget ? read_budget : share > largest_event_read() ? largest_event_read() : share;
     }
     // The most any one event reads.
     std::size_t largest_event_read() const noexcept { return read_budget * max_read_budgets; }
