@@ -79,8 +79,9 @@ public:
 
     void on_open(Session& session) override {
         session_ = &session;
-        prefix_ = fmt::format("[{}] ", session.peer());
-        announce(fmt::format("* {} joined\n", session.peer()));
+        name_ = session.peer();  // kept: once the client is gone its socket has no peer to ask
+        prefix_ = fmt::format("[{}] ", name_);
+        announce(fmt::format("* {} joined\n", name_));
         room_->members.push_back(this);
     }
 
@@ -120,7 +121,7 @@ public:
         for (Member* other : room_->members) {
             std::erase(other->held_senders_, this);  // we may have been waiting on them
         }
-        announce(fmt::format("* {} left\n", session_->peer()));
+        announce(fmt::format("* {} left\n", name_));
         session_ = nullptr;  // no longer valid once on_close returns
     }
 
@@ -177,6 +178,7 @@ private:
 
     std::shared_ptr<Room> room_;
     Session* session_ = nullptr;  // from on_open until on_close
+    std::string name_;            // the client's address, as announced
     std::string prefix_;          // "[peer] "
     std::size_t searched_ = 0;    // for take_lines
     std::vector<Member*> held_senders_;  // members whose input waits until our output drains

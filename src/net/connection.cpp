@@ -1,9 +1,14 @@
 // Connection implementation: the state machine, the read path, the write path and backpressure.
 #include "echoplex/net/connection.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cassert>
 #include <utility>
+
+#include "echoplex/io/fmt.hpp"
+#include "echoplex/net/bind_socket.hpp"
 
 namespace echoplex {
 namespace {
@@ -82,26 +87,20 @@ std::string_view state_name(ConnectionState state) noexcept {
     return "?";
 }
 
-Connection::Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::string peer,
-                       std::unique_ptr<Protocol> protocol, const ConnectionLimits& limits, BlockPool& pool,
-                       ServerStats& stats, ConnectionOwner& owner)
-    : loop_(loop),
+Connection::Connection(const ConnectionContext& context, std::unique_ptr<Stream> stream, ProtocolPtr protocol)
+    : context_(context),
       stream_(std::move(stream)),
-      peer_(std::move(peer)),
       protocol_(std::move(protocol)),
-      limits_(limits),
-      stats_(stats),
-      owner_(owner),
-      input_(pool),
-      output_(pool),
-      last_activity_(loop.now()),
+      input_(context.pool),
+      output_(context.pool),
+      last_activity_(context.loop.now()),
       acts_immediately_(stream_ != nullptr && stream_->acts_immediately()) {
     assert(stream_ && protocol_);
 }
 
 Connection::~Connection() {
     if (linger_timer_ != TimerId{}) {
-        loop_.cancel_timer(linger_timer_);
+        context_.loop.cancel_timer(linger_timer_);
     }
     if (opened_) {
         protocol_->on_close();  // a protocol may hold this Session: it must hear the end
@@ -144,7 +143,7 @@ void Connection::on_readable() {
 void Connection::on_writable() {
     in_callback_ = true;
     if (flush() && want_space_ && (state_ == ConnectionState::open || state_ == ConnectionState::paused) &&
-        output_.size() <= limits_.low_watermark) {
+        output_.size() <= context_.limits.low_watermark) {
         follow_watermarks();  // so that output_full() is already false in the callback
         protocol_->on_output_space(*this);  // written on the next writable event
     }
@@ -156,21 +155,21 @@ void Connection::on_closed() {
     input_.clear();
     output_.clear();
     state_ = ConnectionState::closed;
-    ++stats_.closed_by(close_reason_);
+    ++context_.stats.closed_by(close_reason_);
     // While fd() still names this connection.
-    owner_.connection_closed(*this, close_detail_ ? std::string_view(*close_detail_) : std::string_view{});
+    context_.owner.connection_closed(*this, close_detail());
 }
 
 // ---- reading ----
 
 void Connection::read_input() {
-    std::size_t budget = limits_.event_read_budget(loop_.batch_events());
-    while (budget > 0 && reading() && !close_pending_ && output_.size() < limits_.high_watermark) {
+    std::size_t budget = context_.limits.event_read_budget(context_.loop.batch_events());
+    while (budget > 0 && reading() && !close_pending_ && output_.size() < context_.limits.high_watermark) {
         const IoResult got = stream_->read(input_, budget);
         if (got.bytes > 0) {
-            stats_.bytes_in += got.bytes;
+            context_.stats.bytes_in += got.bytes;
             budget -= std::min(budget, got.bytes);
-            last_activity_ = loop_.now();
+            last_activity_ = context_.loop.now();
             protocol_->on_input(*this, input_);
             input_.own_borrowed();  // what the protocol left, out of the loop's read scratch
             if (state_ == ConnectionState::finishing) {
@@ -179,7 +178,7 @@ void Connection::read_input() {
                 input_.clear();
                 return;
             }
-            if (input_.size() > limits_.input_limit) {
+            if (input_.size() > context_.limits.input_limit) {
                 close_now(CloseReason::limit, "input limit: a frame longer than the connection may hold");
                 return;
             }
@@ -206,7 +205,7 @@ void Connection::read_input() {
 }
 
 void Connection::discard_input() {
-    const IoResult got = stream_->discard(limits_.read_budget);
+    const IoResult got = stream_->discard(context_.limits.read_budget);
     if (got.status != IoStatus::ok && got.status != IoStatus::would_block) {
         close_now(finish_reason_, finish_detail());  // EOF (or the client's reset): nothing more is owed either way
     }
@@ -216,11 +215,11 @@ void Connection::discard_input() {
 
 bool Connection::flush() {
     // Called with nothing queued too: a completion stream reports here what its last send took.
-    return count_sent(stream_->write(output_, limits_.write_budget), false);
+    return count_sent(stream_->write(output_, context_.limits.write_budget), false);
 }
 
 void Connection::write_now(ByteQueue& bytes) {
-    if (count_sent(stream_->write(bytes, limits_.write_budget), true)) {
+    if (count_sent(stream_->write(bytes, context_.limits.write_budget), true)) {
         write_blocked_ = !bytes.empty();
     } else {
         bytes.clear();
@@ -228,7 +227,7 @@ void Connection::write_now(ByteQueue& bytes) {
 }
 
 bool Connection::count_sent(const IoResult& sent, bool in_protocol) {
-    stats_.bytes_out += sent.bytes;
+    context_.stats.bytes_out += sent.bytes;
     if (sent.status != IoStatus::reset && sent.status != IoStatus::failed) {
         return true;
     }
@@ -251,16 +250,17 @@ void Connection::settle(bool write) {
         return;
     }
     if (close_pending_) {
-        close_now(close_reason_, close_detail_ ? std::string(*close_detail_) : std::string());
+        close_now(close_reason_, std::string(close_detail()));
         return;
     }
     // Not written again: what a reply written on the spot left (the kernel took less), and an
     // empty queue of a stream that has nothing to report.
-    const bool blocked = std::exchange(write_blocked_, false);
+    const bool blocked = write_blocked_;
+    write_blocked_ = false;
     if (write && !blocked && (!output_.empty() || !acts_immediately_) && !flush()) {
         return;
     }
-    if (output_.size() > limits_.output_limit) {
+    if (output_.size() > context_.limits.output_limit) {
         close_now(CloseReason::limit, "output limit: the client does not read what it is sent");
         return;
     }
@@ -272,12 +272,13 @@ void Connection::settle_later() {
         return;
     }
     settle_pending_ = true;
-    if (!self_) {
-        self_ = std::make_shared<Connection*>(this);
+    auto& self = extra().self;
+    if (!self) {
+        self = std::make_shared<Connection*>(this);
     }
     // The connection may be closed and freed before the deferred work runs: the weak handle
     // expires with it.
-    loop_.defer([weak = std::weak_ptr<Connection*>(self_)] {
+    context_.loop.defer([weak = std::weak_ptr<Connection*>(self)] {
         if (const auto self = weak.lock()) {
             (*self)->settle_pending_ = false;
             (*self)->settle();
@@ -310,10 +311,10 @@ void Connection::ask(Interest want) {
 }
 
 void Connection::follow_watermarks() {
-    if (state_ == ConnectionState::open && output_.size() >= limits_.high_watermark) {
+    if (state_ == ConnectionState::open && output_.size() >= context_.limits.high_watermark) {
         state_ = ConnectionState::paused;
-        ++stats_.paused;
-    } else if (state_ == ConnectionState::paused && output_.size() <= limits_.low_watermark) {
+        ++context_.stats.paused;
+    } else if (state_ == ConnectionState::paused && output_.size() <= context_.limits.low_watermark) {
         state_ = ConnectionState::open;
     }
 }
@@ -326,12 +327,32 @@ std::string_view Connection::finish_detail() const noexcept {
     }
 }
 
-void Connection::set_close_detail(std::string detail) {
-    if (close_detail_) {
-        *close_detail_ = std::move(detail);
-    } else {
-        close_detail_ = std::make_unique<std::string>(std::move(detail));
+Connection::Extra& Connection::extra() {
+    if (!extra_) {
+        extra_ = std::make_unique<Extra>();
     }
+    return *extra_;
+}
+
+void Connection::set_close_detail(std::string detail) {
+    extra().close_detail = std::move(detail);
+}
+
+std::string Connection::peer() const {
+    if (extra_ && !extra_->peer.empty()) {
+        return extra_->peer;
+    }
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    if (::getpeername(fd(), reinterpret_cast<sockaddr*>(&address), &length) == 0 &&
+        (address.ss_family == AF_INET || address.ss_family == AF_INET6)) {
+        return format_address(reinterpret_cast<const sockaddr*>(&address));
+    }
+    return fmt::format("fd {}", fd());
+}
+
+void Connection::set_peer(std::string peer) {
+    extra().peer = std::move(peer);
 }
 
 void Connection::on_output_delivered() {
@@ -346,7 +367,7 @@ void Connection::on_output_delivered() {
     }
     state_ = ConnectionState::lingering;
     input_.clear();
-    linger_timer_ = loop_.add_timer(limits_.linger_timeout, [this] {
+    linger_timer_ = context_.loop.add_timer(context_.limits.linger_timeout, [this] {
         linger_timer_ = TimerId{};
         close_now(CloseReason::linger_timeout, "linger timeout");
     });
@@ -396,7 +417,7 @@ void Connection::send(ByteQueue& bytes) {
 }
 
 bool Connection::output_full() const noexcept {
-    return state_ == ConnectionState::paused || output_.size() >= limits_.high_watermark;
+    return state_ == ConnectionState::paused || output_.size() >= context_.limits.high_watermark;
 }
 
 void Connection::want_output_space(bool on) {
@@ -452,11 +473,11 @@ void Connection::close_now(CloseReason reason, std::string_view detail) {
     if (closed()) {
         return;
     }
-    // `detail` may view *close_detail_.
+    // `detail` may view extra_->close_detail.
     std::string why(detail.empty() ? close_reason_name(reason) : detail);
     state_ = ConnectionState::closing;
     if (linger_timer_ != TimerId{}) {
-        loop_.cancel_timer(std::exchange(linger_timer_, TimerId{}));
+        context_.loop.cancel_timer(std::exchange(linger_timer_, TimerId{}));
     }
     if (opened_) {
         opened_ = false;

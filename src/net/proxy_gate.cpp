@@ -23,7 +23,7 @@ std::string prefix_of(const ByteQueue& input) {
 
 }  // namespace
 
-ProxyGate::ProxyGate(std::unique_ptr<Protocol> inner, std::chrono::milliseconds deadline, std::uint64_t& rejected)
+ProxyGate::ProxyGate(ProtocolPtr inner, std::chrono::milliseconds deadline, std::uint64_t& rejected)
     : inner_(std::move(inner)), deadline_(deadline), rejected_(rejected) {}
 
 void ProxyGate::on_open(Session& session) {

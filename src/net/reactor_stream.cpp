@@ -24,23 +24,28 @@ bool add_step(IoResult& total, std::size_t& budget, const IoResult& step) noexce
 
 }  // namespace
 
-ReactorStream::ReactorStream(EventLoop& loop, UniqueFd socket, SocketIo& io)
-    : loop_(loop), socket_(std::move(socket)), io_(io) {}
+template <class Calls>
+BasicReactorStream<Calls>::BasicReactorStream(EventLoop& loop, UniqueFd socket, Calls calls)
+    : loop_(loop), socket_(std::move(socket)), calls_(calls) {}
 
-ReactorStream::~ReactorStream() {
+template <class Calls>
+BasicReactorStream<Calls>::~BasicReactorStream() {
     if (socket_) {
         loop_.unwatch(socket_.get());
     }
 }
 
-Result<void> ReactorStream::open(StreamEvents& events) {
+template <class Calls>
+Result<void> BasicReactorStream<Calls>::open(StreamEvents& events) {
     events_ = &events;
     return loop_.watch(socket_.get(), *this, Interest::read);
 }
 
-Result<void> ReactorStream::set_interest(Interest want) { return loop_.set_interest(socket_.get(), want); }
+template <class Calls>
+Result<void> BasicReactorStream<Calls>::set_interest(Interest want) { return loop_.set_interest(socket_.get(), want); }
 
-IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
+template <class Calls>
+IoResult BasicReactorStream<Calls>::read(ByteQueue& into, std::size_t budget) {
     if (into.empty()) {
         return read_borrowed(into, budget);
     }
@@ -54,7 +59,7 @@ IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
     for (std::size_t i = 0; i < count; ++i) {
         offered += space[i].iov_len;
     }
-    IoResult result = retry_eintr([&] { return io_.readv(fd(), space.data(), static_cast<int>(count)); });
+    IoResult result = retry_eintr([&] { return calls_.readv(fd(), space.data(), static_cast<int>(count)); });
     wide_reads_ = result.bytes == offered;
     if (result.bytes > 0) {
         into.commit(result.bytes);
@@ -66,13 +71,14 @@ IoResult ReactorStream::read(ByteQueue& into, std::size_t budget) {
     return result;
 }
 
-IoResult ReactorStream::read_borrowed(ByteQueue& into, std::size_t budget) {
+template <class Calls>
+IoResult BasicReactorStream<Calls>::read_borrowed(ByteQueue& into, std::size_t budget) {
     // Into the loop's scratch, lent to the queue until the caller owns what its protocol left:
     // an echo that the kernel takes at once never touches a block. Offered the whole budget, so
     // a message shorter than it ends in a short read, which proves the socket drained.
     const std::span<char> scratch = loop_.read_scratch();
     iovec space{scratch.data(), std::min(budget, scratch.size())};
-    IoResult result = retry_eintr([&] { return io_.readv(fd(), &space, 1); });
+    IoResult result = retry_eintr([&] { return calls_.readv(fd(), &space, 1); });
     wide_reads_ = result.bytes == space.iov_len;
     if (result.bytes > 0) {
         into.append_borrowed({scratch.data(), result.bytes});
@@ -83,7 +89,8 @@ IoResult ReactorStream::read_borrowed(ByteQueue& into, std::size_t budget) {
     return result;
 }
 
-IoResult ReactorStream::write(ByteQueue& from, std::size_t budget) {
+template <class Calls>
+IoResult BasicReactorStream<Calls>::write(ByteQueue& from, std::size_t budget) {
     IoResult total;
     while (!from.empty() && budget > 0) {
         std::array<iovec, 64> iov;  // not zeroed: peek fills the `count` entries sendmsg reads
@@ -97,7 +104,7 @@ IoResult ReactorStream::write(ByteQueue& from, std::size_t budget) {
             msg.msg_iovlen = from.peek(iov.data(), iov.size(), budget);
         }
         // sendmsg rather than writev for MSG_NOSIGNAL: a vanished client must never raise SIGPIPE.
-        const IoResult step = retry_eintr([&] { return io_.sendmsg(fd(), &msg, MSG_NOSIGNAL); });
+        const IoResult step = retry_eintr([&] { return calls_.sendmsg(fd(), &msg, MSG_NOSIGNAL); });
         from.consume(step.bytes);
         if (!add_step(total, budget, step)) {
             break;
@@ -106,11 +113,12 @@ IoResult ReactorStream::write(ByteQueue& from, std::size_t budget) {
     return total;
 }
 
-IoResult ReactorStream::discard(std::size_t budget) {
+template <class Calls>
+IoResult BasicReactorStream<Calls>::discard(std::size_t budget) {
     IoResult total;
     std::array<char, 16384> sink;
     while (budget > 0) {
-        const IoResult step = retry_eintr([&] { return io_.recv(fd(), sink.data(), sink.size()); });
+        const IoResult step = retry_eintr([&] { return calls_.recv(fd(), sink.data(), sink.size()); });
         if (!add_step(total, budget, step)) {
             break;
         }
@@ -118,9 +126,11 @@ IoResult ReactorStream::discard(std::size_t budget) {
     return total;
 }
 
-void ReactorStream::shutdown_write() noexcept { io_.shutdown(fd(), SHUT_WR); }
+template <class Calls>
+void BasicReactorStream<Calls>::shutdown_write() noexcept { calls_.shutdown(fd(), SHUT_WR); }
 
-void ReactorStream::close() noexcept {
+template <class Calls>
+void BasicReactorStream<Calls>::close() noexcept {
     if (!socket_) {
         return;
     }
@@ -131,5 +141,8 @@ void ReactorStream::close() noexcept {
     }
     socket_.reset();
 }
+
+template class BasicReactorStream<SystemSocketCalls>;
+template class BasicReactorStream<ScriptedSocketCalls>;
 
 }  // namespace echoplex

@@ -36,6 +36,11 @@ TcpServer::TcpServer(EventLoop& loop, TcpServerOptions options) : loop_(loop), o
         endpoint_service_.push_back(
             static_cast<std::size_t>(std::find(names.begin(), names.end(), endpoint.service) - names.begin()));
     }
+    // services_ is never resized again: the contexts refer to its elements.
+    contexts_.reserve(services_.size());
+    for (std::size_t service = 0; service < services_.size(); ++service) {
+        contexts_.push_back(ConnectionContext{loop_, options_.limits, pool_, services_[service].stats, *this, service});
+    }
 }
 
 TcpServer::~TcpServer() {
@@ -125,13 +130,12 @@ void TcpServer::adopt(std::size_t index, UniqueFd socket, std::string peer) {
         return;
     }
     const int fd = socket.get();
-    std::unique_ptr<Protocol> protocol = endpoint.protocol();
+    ProtocolPtr protocol = endpoint.protocol();
     if (options_.proxy_protocol) {
         protocol = std::make_unique<ProxyGate>(std::move(protocol), options_.proxy_deadline, stats.proxy_rejected);
     }
-    auto connection = std::make_unique<Connection>(loop_, make_socket_stream(loop_, std::move(socket), pool_),
-                                                   std::move(peer), std::move(protocol), options_.limits, pool_,
-                                                   stats, *this);
+    auto connection = std::make_unique<Connection>(contexts_[endpoint_service_[index]],
+                                                   make_socket_stream(loop_, std::move(socket), pool_), std::move(protocol));
     if (auto started = connection->start(); !started) {
         // select beyond FD_SETSIZE: refused the same way as any connection over a limit.
         note_refusal(stats, started.error());
@@ -140,10 +144,13 @@ void TcpServer::adopt(std::size_t index, UniqueFd socket, std::string peer) {
     if (static_cast<std::size_t>(fd) >= connections_.size()) {
         connections_.resize(static_cast<std::size_t>(fd) + 1);
     }
-    log::debug("connection from {} to {} (fd {})", connection->peer(), endpoint.service, fd);
+    if (log::enabled(log::Level::debug)) {
+        log::debug("connection from {} to {} (fd {})", peer, endpoint.service, fd);
+        // For the closing line: a reset socket can no longer tell its peer. Kept only when
+        // logged, so that a connection carries no address string otherwise.
+        connection->set_peer(std::move(peer));
+    }
     connections_[static_cast<std::size_t>(fd)] = std::move(connection);
-    service_of_fd_.resize(connections_.size());
-    service_of_fd_[static_cast<std::size_t>(fd)] = endpoint_service_[index];
     ++stats.accepted;
     ++stats.open;
     stats.peak = std::max(stats.peak, stats.open);
@@ -171,7 +178,7 @@ void TcpServer::note_refusal(ServerStats& stats, const Error& error) {
 
 void TcpServer::connection_closed(Connection& connection, std::string_view reason) {
     log::debug("closed {} (fd {}): {}", connection.peer(), connection.fd(), reason);
-    --services_[service_of_fd_[static_cast<std::size_t>(connection.fd())]].stats.open;
+    --services_[connection.context().service].stats.open;
     --open_;
     // Called before the socket is closed, so the fd still indexes this connection. Its callback
     // may still be on the stack: move it aside and free it after the batch.

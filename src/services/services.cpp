@@ -2,6 +2,7 @@
 #include "echoplex/services/services.hpp"
 
 #include <array>
+#include <type_traits>
 
 #include "echoplex/services/chargen.hpp"
 #include "echoplex/services/daytime.hpp"
@@ -13,8 +14,12 @@ namespace echoplex::services {
 namespace {
 
 template <class P>
-std::unique_ptr<Protocol> make() {
-    return std::make_unique<P>();
+ProtocolPtr make() {
+    if constexpr (std::is_base_of_v<SharedProtocol, P>) {
+        return shared_protocol<P>();
+    } else {
+        return std::make_unique<P>();
+    }
 }
 
 const std::array<Service, 5> table = {{

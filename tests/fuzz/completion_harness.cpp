@@ -255,6 +255,7 @@ struct CompletionHarness {
     const ObservedStream* observed = nullptr;
     RingOwner owner;
     ObservedStream* stream = nullptr;  // owned by the connection
+    std::unique_ptr<ConnectionContext> context;  // before the connection, which refers to it
     std::unique_ptr<Connection> connection;
     bool torn_down = false;
 
@@ -267,18 +268,18 @@ struct CompletionHarness {
         peer.reset(pair[1]);
         fd = pair[0];
         ring->set_socket(fd);
-        std::unique_ptr<Protocol> protocol;
+        ProtocolPtr protocol;
         if (limits.reply == ReplyMode::stamp) {
             protocol = std::make_unique<services::Stamp>();
         } else {
-            protocol = std::make_unique<services::Echo>();
+            protocol = shared_protocol<services::Echo>();
         }
         auto observing = std::make_unique<ObservedStream>(std::make_unique<UringStream>(*loop, UniqueFd(fd), pool), *loop,
                                                           *ring, client, limits.reply, sentinel);
         stream = observing.get();
         observed = stream;
-        connection = std::make_unique<Connection>(*loop, std::move(observing), "fuzz", std::move(protocol), limits, pool,
-                                                  stats, owner);
+        context = std::make_unique<ConnectionContext>(ConnectionContext{*loop, limits, pool, stats, owner});
+        connection = std::make_unique<Connection>(*context, std::move(observing), std::move(protocol));
         check(connection->start().has_value(), "the connection starts");
     }
     CompletionHarness(const CompletionHarness&) = delete;

@@ -267,6 +267,7 @@ struct Harness {
     ServerStats stats;
     ScriptedSocket socket;
     Owner owner;
+    std::unique_ptr<ConnectionContext> context;  // before the connection, which refers to it
     std::unique_ptr<Connection> connection;
 
     Harness(Input& in, const FuzzLimits& l, BackendKind backend, std::uint8_t seed)
@@ -276,14 +277,15 @@ struct Harness {
         client.reset(pair[1]);
         check(::send(pair[1], "x", 1, MSG_NOSIGNAL) == 1, "a byte for the loop to see");
         socket.fd = pair[0];
-        std::unique_ptr<Protocol> protocol;
+        ProtocolPtr protocol;
         if (limits.reply == ReplyMode::stamp) {
             protocol = std::make_unique<services::Stamp>();
         } else {
-            protocol = std::make_unique<services::Echo>();
+            protocol = shared_protocol<services::Echo>();
         }
-        connection = std::make_unique<Connection>(*loop, std::make_unique<ReactorStream>(*loop, UniqueFd(pair[0]), socket),
-                                                  "fuzz", std::move(protocol), limits, pool, stats, owner);
+        context = std::make_unique<ConnectionContext>(ConnectionContext{*loop, limits, pool, stats, owner});
+        connection = std::make_unique<Connection>(*context, std::make_unique<ScriptedReactorStream>(*loop, UniqueFd(pair[0]), ScriptedSocketCalls{&socket}),
+                                                  std::move(protocol));
         check(connection->start().has_value(), "the connection starts");
     }
     Harness(const Harness&) = delete;

@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "echoplex/net/bind_socket.hpp"
 #include "echoplex/net/reactor_stream.hpp"
 #include "echoplex/services/echo.hpp"
 #include "echoplex/services/stamp.hpp"
@@ -41,21 +42,22 @@ struct Fixture {
     ServerStats stats;
     ConnectionLimits limits;
     Owner owner;
+    std::unique_ptr<ConnectionContext> context;
     std::unique_ptr<Connection> conn;
 
     // With `scripted`, the connection's socket calls are that script's (the socket pair then only
     // gives it a descriptor the loop can watch).
-    explicit Fixture(ConnectionLimits l = {}, std::unique_ptr<Protocol> protocol = std::make_unique<services::Echo>(),
+    explicit Fixture(ConnectionLimits l = {}, ProtocolPtr protocol = shared_protocol<services::Echo>(),
                      SocketIo* scripted = nullptr)
         : limits(l) {
         auto created = EventLoop::create(backend_under_test());
         REQUIRE(created.has_value());
         loop = std::move(created).value();
         std::unique_ptr<Stream> stream = scripted != nullptr
-                                             ? std::make_unique<ReactorStream>(*loop, std::move(pair.b), *scripted)
+                                             ? std::make_unique<ScriptedReactorStream>(*loop, std::move(pair.b), ScriptedSocketCalls{scripted})
                                              : make_socket_stream(*loop, std::move(pair.b), pool);
-        conn = std::make_unique<Connection>(*loop, std::move(stream), "peer", std::move(protocol), limits, pool, stats,
-                                            owner);
+        context = std::make_unique<ConnectionContext>(ConnectionContext{*loop, limits, pool, stats, owner});
+        conn = std::make_unique<Connection>(*context, std::move(stream), std::move(protocol));
         REQUIRE(conn->start());
     }
     int client() const { return pair.a.get(); }
@@ -177,6 +179,52 @@ TEST_CASE("a reset closes only this connection, with its reason") {
     CHECK(f.conn->closed());
 }
 
+TEST_CASE("an idle connection's objects fit the heap chunks of the 256-byte budget") {
+    // glibc hands out chunks of the request plus 8, rounded up to 16: a 168-byte Connection and
+    // a 40-byte stream take 176 + 48 bytes; the loop's slot and the server's table add 24.
+    // Echo and discard share one protocol instance, so they add nothing.
+    CHECK(sizeof(Connection) <= 168);
+    CHECK(sizeof(ReactorStream) <= 40);
+}
+
+TEST_CASE("peer() is the client's address as the socket tells it, until set_peer replaces it") {
+    Fixture f;
+    sockaddr_storage client{};
+    socklen_t length = sizeof client;
+    REQUIRE(::getsockname(f.client(), reinterpret_cast<sockaddr*>(&client), &length) == 0);
+    CHECK(f.conn->peer() == format_address(reinterpret_cast<const sockaddr*>(&client)));
+    f.conn->set_peer("192.0.2.7:4242");  // what a PROXY header says
+    CHECK(f.conn->peer() == "192.0.2.7:4242");
+}
+
+// Counts its deletions: a protocol of its own per connection.
+struct Counted final : Protocol {
+    int* deleted;
+    explicit Counted(int* d) : deleted(d) {}
+    ~Counted() override { ++*deleted; }
+    void on_input(Session& session, ByteQueue& input) override { session.send(input); }
+};
+
+TEST_CASE("a connection deletes a protocol of its own, and leaves a shared one to the next connection") {
+    int deleted = 0;
+    {
+        Fixture f({}, std::make_unique<Counted>(&deleted));
+        CHECK(echo_through(f, "own") == "own");
+    }
+    CHECK(deleted == 1);
+    ProtocolPtr first = shared_protocol<services::Echo>();
+    const Protocol* instance = first.get();
+    {
+        Fixture f({}, std::move(first));
+        CHECK(echo_through(f, "one") == "one");
+    }
+    // The first connection is gone; the one instance serves the next.
+    ProtocolPtr second = shared_protocol<services::Echo>();
+    CHECK(second.get() == instance);
+    Fixture f({}, std::move(second));
+    CHECK(echo_through(f, "two") == "two");
+}
+
 TEST_CASE("drain stops reading, delivers what is queued, then closes") {
     auto fixture = small_buffer_fixture(32 * 1024, 8 * 1024);
     Fixture& f = *fixture;
@@ -259,8 +307,8 @@ TEST_CASE("a partial frame a protocol keeps survives other connections' reads on
     // connection reuses: what the protocol leaves must be copied out before that.
     Fixture f({}, std::make_unique<Lines>());
     SocketPair other_pair = connected_pair(Transport::tcp_loopback);
-    Connection other(*f.loop, make_socket_stream(*f.loop, std::move(other_pair.b), f.pool), "other",
-                     std::make_unique<services::Echo>(), f.limits, f.pool, f.stats, f.owner);
+    Connection other(*f.context, make_socket_stream(*f.loop, std::move(other_pair.b), f.pool),
+                     shared_protocol<services::Echo>());
     REQUIRE(other.start());
 
     write_all(f.client(), "hel");
@@ -305,7 +353,7 @@ TEST_CASE("a reply written on the spot to a vanished client stops the reading an
     VanishingClient client;
     ConnectionLimits limits;
     limits.read_budget = 4 * EventLoop::read_scratch_size;  // room for several full reads
-    Fixture f(limits, std::make_unique<services::Echo>(), &client);
+    Fixture f(limits, shared_protocol<services::Echo>(), &client);
     f.conn->on_readable();
     CHECK(client.reads == 1);  // not read on into a connection that is closing
     CHECK(client.sends == 1);
@@ -320,7 +368,7 @@ TEST_CASE("a client sending a byte at a time cannot make queued memory outgrow t
     // Found by tests/fuzz/connection_fuzz.cpp: each one-byte read moved a 16 KiB block of its own
     // to the write queue, so a paused connection could hold 16 KiB per queued byte.
     ByteAtATimeClient client;
-    Fixture f({}, std::make_unique<services::Echo>(), &client);
+    Fixture f({}, shared_protocol<services::Echo>(), &client);
     for (int i = 0; i < 1000; ++i) {
         f.conn->on_readable();
     }

@@ -129,8 +129,8 @@ TEST_CASE("a chargen client that never reads is held by backpressure: queued out
     ServerStats stats;
     ConnectionLimits limits;
     ClosedOwner owner;
-    Connection conn(*loop, make_socket_stream(*loop, std::move(pair.b), pool), "peer",
-                    services::find("chargen")->factory(), limits, pool, stats, owner);
+    const ConnectionContext context{*loop, limits, pool, stats, owner};
+    Connection conn(context, make_socket_stream(*loop, std::move(pair.b), pool), services::find("chargen")->factory());
     REQUIRE(conn.start());
     // Until the kernel's buffers are full and the sends stop.
     std::uint64_t last_out = 0;

@@ -123,11 +123,20 @@ protected:
     ~ConnectionOwner() = default;
 };
 
+// What the connections of one service share, held once by their owner (which must keep it
+// alive and in place while they live): each connection keeps one reference, not five.
+struct ConnectionContext {
+    EventLoop& loop;
+    const ConnectionLimits& limits;
+    BlockPool& pool;
+    ServerStats& stats;
+    ConnectionOwner& owner;
+    std::size_t service = 0;  // for the owner: which of its services the connections belong to
+};
+
 class Connection final : public StreamEvents, private Session {
 public:
-    Connection(EventLoop& loop, std::unique_ptr<Stream> stream, std::string peer,
-               std::unique_ptr<Protocol> protocol, const ConnectionLimits& limits, BlockPool& pool,
-               ServerStats& stats, ConnectionOwner& owner);
+    Connection(const ConnectionContext& context, std::unique_ptr<Stream> stream, ProtocolPtr protocol);
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
     ~Connection();
@@ -144,8 +153,12 @@ public:
     void close_now(CloseReason reason, std::string_view detail = {});
 
     int fd() const noexcept { return stream_->fd(); }
-    const std::string& peer() const noexcept override { return peer_; }
-    void set_peer(std::string peer) override { peer_ = std::move(peer); }
+    const ConnectionContext& context() const noexcept { return context_; }
+    // The address set_peer gave, else the socket's peer as getpeername(2) tells it ("fd N" once
+    // it cannot: after a reset, or for a socket that is not TCP). An owner that logs closes sets
+    // the address it accepted, since a reset socket no longer has one.
+    std::string peer() const override;
+    void set_peer(std::string peer) override;
     ConnectionState state() const noexcept { return state_; }
     bool closed() const noexcept { return state_ == ConnectionState::closing || state_ == ConnectionState::closed; }
     std::size_t queued_bytes() const noexcept override { return output_.size(); }
@@ -171,7 +184,7 @@ private:
     void hold_input(bool on) override;
     void finish() override;
     void close(std::string_view reason) override;
-    EventLoop& loop() noexcept override { return loop_; }
+    EventLoop& loop() noexcept override { return context_.loop; }
 
     // Reads at most limits_.event_read_budget(...) bytes, handing each piece to the protocol.
     void read_input();
@@ -203,35 +216,39 @@ private:
     std::string_view finish_detail() const noexcept;
     // Records why a close is asked for.
     void set_close_detail(std::string detail);
+    std::string_view close_detail() const noexcept { return extra_ ? std::string_view(extra_->close_detail) : std::string_view{}; }
     bool reading() const noexcept { return state_ == ConnectionState::open && !input_held_; }
 
-    EventLoop& loop_;
+    // What few connections need, or need only at their end: allocated the first time, so an
+    // open connection carries one pointer for all of it.
+    struct Extra {
+        std::string close_detail;              // why a close was asked for, in words (logged by the owner)
+        std::string peer;                      // set_peer's address
+        std::shared_ptr<Connection*> self;     // for settle_later: expires with the connection
+    };
+    Extra& extra();
+
+    const ConnectionContext& context_;
     std::unique_ptr<Stream> stream_;
-    std::string peer_;
-    std::unique_ptr<Protocol> protocol_;
-    const ConnectionLimits& limits_;
-    ServerStats& stats_;
-    ConnectionOwner& owner_;
+    ProtocolPtr protocol_;
     ByteQueue input_;   // received, not yet consumed by the protocol
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;
     TimerId linger_timer_{};  // TimerId{}: none
-    // Why a close was asked for, in words (logged by the owner): allocated only then, so an
-    // open connection does not carry a string for it.
-    std::unique_ptr<std::string> close_detail_;
+    std::unique_ptr<Extra> extra_;
     CloseReason close_reason_ = CloseReason::error;
     CloseReason finish_reason_ = CloseReason::client_closed;  // drained, finished or client_closed
-    std::shared_ptr<Connection*> self_;  // for settle_later: expires with the connection
     ConnectionState state_ = ConnectionState::open;
     Interest asked_ = Interest::none;  // what the stream was last given
-    bool acts_immediately_;            // the stream is readiness: see Stream::acts_immediately
-    bool write_blocked_ = false;       // this event wrote on the spot and the kernel took less
-    bool opened_ = false;          // the protocol's on_open ran: on_close is owed
-    bool in_callback_ = false;     // inside one of our events: settle() follows anyway
-    bool settle_pending_ = false;  // settle_later queued and not yet run
-    bool close_pending_ = false;
-    bool want_space_ = false;
-    bool input_held_ = false;
+    // One byte of flags rather than eight: the connection then fits a 176-byte heap chunk.
+    bool acts_immediately_ : 1;            // the stream is readiness: see Stream::acts_immediately
+    bool write_blocked_ : 1 = false;       // this event wrote on the spot and the kernel took less
+    bool opened_ : 1 = false;              // the protocol's on_open ran: on_close is owed
+    bool in_callback_ : 1 = false;         // inside one of our events: settle() follows anyway
+    bool settle_pending_ : 1 = false;      // settle_later queued and not yet run
+    bool close_pending_ : 1 = false;
+    bool want_space_ : 1 = false;
+    bool input_held_ : 1 = false;
 };
 
 }  // namespace echoplex

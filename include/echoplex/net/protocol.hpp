@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "echoplex/io/byte_queue.hpp"
 #include "echoplex/io/event_loop.hpp"
@@ -54,8 +55,11 @@ public:
     virtual void close(std::string_view reason) = 0;
 
     // The client's address ("192.0.2.1:56324"), as logged. A protocol that learns the real client
-    // behind a proxy (the PROXY header) replaces it.
-    virtual const std::string& peer() const noexcept = 0;
+    // behind a proxy (the PROXY header) replaces it. Asked of the socket while the client is
+    // connected (as Boost.Asio's remote_endpoint): once it has reset, the answer may be only
+    // "fd N", so a protocol that names the client at its end (a leave message) keeps the name
+    // from on_open.
+    virtual std::string peer() const = 0;
     virtual void set_peer(std::string peer) = 0;
     virtual EventLoop& loop() noexcept = 0;
 
@@ -86,9 +90,41 @@ public:
     virtual void on_output_space(Session& session) { (void)session; }
     // The connection closes; the Session must not be used once this returns. Cancel timers here.
     virtual void on_close() {}
+
+    // The connection is done with this protocol: deletes it, unless it is the one instance that
+    // serves every connection (SharedProtocol).
+    virtual void release() noexcept { delete this; }
 };
 
+// A protocol that keeps nothing of its own per connection (echo, discard): the connection and
+// the Session carry all the state, so one instance (shared_protocol) serves them all and an idle
+// connection pays for no protocol object.
+class SharedProtocol : public Protocol {
+public:
+    void release() noexcept final {}
+};
+
+// Gives a protocol back through Protocol::release. Converts from std::unique_ptr's own deleter,
+// so a std::make_unique<P>() becomes a ProtocolPtr.
+struct ProtocolRelease {
+    ProtocolRelease() noexcept = default;
+    template <class P>
+    ProtocolRelease(std::default_delete<P> /*unused*/) noexcept {  // NOLINT: implicit on purpose
+        static_assert(!std::is_base_of_v<SharedProtocol, P>, "a SharedProtocol comes from shared_protocol<P>()");
+    }
+    void operator()(Protocol* protocol) const noexcept { protocol->release(); }
+};
+using ProtocolPtr = std::unique_ptr<Protocol, ProtocolRelease>;
+
+// The one instance of a SharedProtocol P.
+template <class P>
+ProtocolPtr shared_protocol() {
+    static_assert(std::is_base_of_v<SharedProtocol, P>);
+    static P instance;
+    return ProtocolPtr(&instance);
+}
+
 // Makes the protocol for one new connection.
-using ProtocolFactory = std::function<std::unique_ptr<Protocol>()>;
+using ProtocolFactory = std::function<ProtocolPtr()>;
 
 }  // namespace echoplex

@@ -18,7 +18,7 @@ namespace echoplex {
 class ProxyGate final : public Protocol {
 public:
     // `rejected` counts the connections this gate closes (shared by a server's gates).
-    ProxyGate(std::unique_ptr<Protocol> inner, std::chrono::milliseconds deadline, std::uint64_t& rejected);
+    ProxyGate(ProtocolPtr inner, std::chrono::milliseconds deadline, std::uint64_t& rejected);
 
     void on_open(Session& session) override;
     void on_input(Session& session, ByteQueue& input) override;
@@ -31,7 +31,7 @@ private:
     void reject(Session& session, std::string_view problem);
     void cancel_deadline() noexcept;
 
-    std::unique_ptr<Protocol> inner_;
+    ProtocolPtr inner_;
     std::chrono::milliseconds deadline_;
     std::uint64_t& rejected_;
     Session* session_ = nullptr;

@@ -10,11 +10,13 @@
 
 namespace echoplex {
 
-class ReactorStream final : public Stream, private IoHandler {
+// `Calls` makes the socket calls: SystemSocketCalls (ReactorStream), or ScriptedSocketCalls for
+// the tests and the fuzzer (ScriptedReactorStream).
+template <class Calls>
+class BasicReactorStream final : public Stream, private IoHandler {
 public:
-    // `io` makes the socket calls: the real ones unless a test or the fuzzer scripts them.
-    ReactorStream(EventLoop& loop, UniqueFd socket, SocketIo& io = system_socket_io());
-    ~ReactorStream() override;
+    BasicReactorStream(EventLoop& loop, UniqueFd socket, Calls calls = {});
+    ~BasicReactorStream() override;
 
     int fd() const noexcept override { return socket_.get(); }
     [[nodiscard]] Result<void> open(StreamEvents& events) override;
@@ -38,11 +40,17 @@ private:
     // Queue blocks one read may fill (4 x 16 KiB: the default read budget in one call).
     static constexpr std::size_t max_read_blocks = 4;
 
+    // In this order, so that a production stream takes 40 bytes (one per connection).
     EventLoop& loop_;
-    UniqueFd socket_;
-    SocketIo& io_;
     StreamEvents* events_ = nullptr;
+    UniqueFd socket_;
     bool wide_reads_ = false;  // the last read filled everything offered: offer several blocks
+    [[no_unique_address]] Calls calls_;
 };
+
+using ReactorStream = BasicReactorStream<SystemSocketCalls>;
+using ScriptedReactorStream = BasicReactorStream<ScriptedSocketCalls>;
+extern template class BasicReactorStream<SystemSocketCalls>;
+extern template class BasicReactorStream<ScriptedSocketCalls>;
 
 }  // namespace echoplex

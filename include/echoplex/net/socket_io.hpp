@@ -1,6 +1,8 @@
-// SocketIo: the socket calls a ReactorStream makes, behind a small interface. It exists so that the
-// fuzzer and tests can script the kernel's answers (short reads and writes, would-block, EOF,
-// reset) that real sockets produce only by chance; production uses system_socket_io().
+// The socket calls a ReactorStream makes. Production makes them straight (SystemSocketCalls);
+// the fuzzer and tests script the kernel's answers (short reads and writes, would-block, EOF,
+// reset) that real sockets produce only by chance, through the SocketIo interface
+// (ScriptedSocketCalls). The choice is a type, so a production stream carries no pointer for
+// it and makes no virtual call per system call.
 #pragma once
 
 #include <sys/socket.h>
@@ -35,6 +37,21 @@ protected:
 };
 
 // The real system calls: one stateless instance for the whole process.
-SocketIo& system_socket_io() noexcept;
+// The system calls themselves.
+struct SystemSocketCalls {
+    ssize_t recv(int fd, void* buffer, std::size_t length) const noexcept { return ::recv(fd, buffer, length, 0); }
+    ssize_t readv(int fd, const iovec* iov, int count) const noexcept { return ::readv(fd, iov, count); }
+    ssize_t sendmsg(int fd, const msghdr* message, int flags) const noexcept { return ::sendmsg(fd, message, flags); }
+    int shutdown(int fd, int how) const noexcept { return ::shutdown(fd, how); }
+};
+
+// Whatever a SocketIo (not owned) answers.
+struct ScriptedSocketCalls {
+    SocketIo* io;
+    ssize_t recv(int fd, void* buffer, std::size_t length) const { return io->recv(fd, buffer, length); }
+    ssize_t readv(int fd, const iovec* iov, int count) const { return io->readv(fd, iov, count); }
+    ssize_t sendmsg(int fd, const msghdr* message, int flags) const { return io->sendmsg(fd, message, flags); }
+    int shutdown(int fd, int how) const { return io->shutdown(fd, how); }
+};
 
 }  // namespace echoplex

@@ -107,8 +107,8 @@ private:
     std::uint64_t peak_ = 0;
     std::vector<std::unique_ptr<Listener>> listeners_;      // one per bound address, endpoint order
     std::vector<std::size_t> listener_endpoint_;            // the endpoint each listener serves
+    std::vector<ConnectionContext> contexts_;               // one per service, services_ order
     std::vector<std::unique_ptr<Connection>> connections_;  // indexed by fd
-    std::vector<std::size_t> service_of_fd_;                // each connection's services_ index
     std::vector<std::unique_ptr<Connection>> retired_;      // closed this batch, freed after it
     std::function<void()> on_shutdown_finished_;
     std::optional<TimerId> idle_timer_;

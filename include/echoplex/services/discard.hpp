@@ -5,7 +5,7 @@
 
 namespace echoplex::services {
 
-class Discard final : public Protocol {
+class Discard final : public SharedProtocol {
 public:
     void on_input(Session& session, ByteQueue& input) override {
         (void)session;

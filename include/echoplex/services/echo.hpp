@@ -5,7 +5,7 @@
 
 namespace echoplex::services {
 
-class Echo final : public Protocol {
+class Echo final : public SharedProtocol {
 public:
     void on_input(Session& session, ByteQueue& input) override { session.send(input); }
 };
