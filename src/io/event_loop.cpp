@@ -253,6 +253,9 @@ std::size_t EventLoop::dispatch(std::span<const Readiness> ready) {
         if (event.readable && wants_read(slot->interest)) {
             handler->on_readable();
             ++calls;
+            if (!event.writable) {
+                continue;  // the usual event: nothing more to look up
+            }
             slot = live_slot(event.fd);
         }
         if (slot != nullptr && slot->handler == handler && event.writable && wants_write(slot->interest)) {

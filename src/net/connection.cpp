@@ -99,8 +99,8 @@ Connection::Connection(const ConnectionContext& context, std::unique_ptr<Stream>
 }
 
 Connection::~Connection() {
-    if (linger_timer_ != TimerId{}) {
-        context_.loop.cancel_timer(linger_timer_);
+    if (const TimerId timer = linger_timer(); timer != TimerId{}) {
+        context_.loop.cancel_timer(timer);
     }
     if (opened_) {
         protocol_->on_close();  // a protocol may hold this Session: it must hear the end
@@ -255,8 +255,7 @@ void Connection::settle(bool write) {
     }
     // Not written again: what a reply written on the spot left (the kernel took less), and an
     // empty queue of a stream that has nothing to report.
-    const bool blocked = write_blocked_;
-    write_blocked_ = false;
+    const bool blocked = std::exchange(write_blocked_, false);
     if (write && !blocked && (!output_.empty() || !acts_immediately_) && !flush()) {
         return;
     }
@@ -287,6 +286,10 @@ void Connection::settle_later() {
 }
 
 void Connection::update_interest() {
+    if (state_ == ConnectionState::open && output_.empty() && asked_ == Interest::read && acts_immediately_ &&
+        !want_space_ && !input_held_ && context_.limits.high_watermark > 0) {
+        return;  // every event of a steady echo: reading, nothing queued, nothing to change
+    }
     if ((state_ == ConnectionState::peer_closed || state_ == ConnectionState::finishing) && output_.empty()) {
         on_output_delivered();
         return;
@@ -367,8 +370,8 @@ void Connection::on_output_delivered() {
     }
     state_ = ConnectionState::lingering;
     input_.clear();
-    linger_timer_ = context_.loop.add_timer(context_.limits.linger_timeout, [this] {
-        linger_timer_ = TimerId{};
+    extra().linger_timer = context_.loop.add_timer(context_.limits.linger_timeout, [this] {
+        extra_->linger_timer = TimerId{};
         close_now(CloseReason::linger_timeout, "linger timeout");
     });
     ask(Interest::read);
@@ -476,8 +479,9 @@ void Connection::close_now(CloseReason reason, std::string_view detail) {
     // `detail` may view extra_->close_detail.
     std::string why(detail.empty() ? close_reason_name(reason) : detail);
     state_ = ConnectionState::closing;
-    if (linger_timer_ != TimerId{}) {
-        context_.loop.cancel_timer(std::exchange(linger_timer_, TimerId{}));
+    if (const TimerId timer = linger_timer(); timer != TimerId{}) {
+        extra_->linger_timer = TimerId{};
+        context_.loop.cancel_timer(timer);
     }
     if (opened_) {
         opened_ = false;

@@ -225,7 +225,10 @@ private:
         std::string close_detail;              // why a close was asked for, in words (logged by the owner)
         std::string peer;                      // set_peer's address
         std::shared_ptr<Connection*> self;     // for settle_later: expires with the connection
+        TimerId linger_timer{};                // after our FIN (TimerId{}: none)
     };
+    // The linger timer if one is set, else TimerId{}.
+    TimerId linger_timer() const noexcept { return extra_ ? extra_->linger_timer : TimerId{}; }
     Extra& extra();
 
     const ConnectionContext& context_;
@@ -234,21 +237,19 @@ private:
     ByteQueue input_;   // received, not yet consumed by the protocol
     ByteQueue output_;  // answered, not yet taken by the kernel
     Clock::time_point last_activity_;
-    TimerId linger_timer_{};  // TimerId{}: none
     std::unique_ptr<Extra> extra_;
     CloseReason close_reason_ = CloseReason::error;
     CloseReason finish_reason_ = CloseReason::client_closed;  // drained, finished or client_closed
     ConnectionState state_ = ConnectionState::open;
     Interest asked_ = Interest::none;  // what the stream was last given
-    // One byte of flags rather than eight: the connection then fits a 176-byte heap chunk.
-    bool acts_immediately_ : 1;            // the stream is readiness: see Stream::acts_immediately
-    bool write_blocked_ : 1 = false;       // this event wrote on the spot and the kernel took less
-    bool opened_ : 1 = false;              // the protocol's on_open ran: on_close is owed
-    bool in_callback_ : 1 = false;         // inside one of our events: settle() follows anyway
-    bool settle_pending_ : 1 = false;      // settle_later queued and not yet run
-    bool close_pending_ : 1 = false;
-    bool want_space_ : 1 = false;
-    bool input_held_ : 1 = false;
+    bool acts_immediately_;            // the stream is readiness: see Stream::acts_immediately
+    bool write_blocked_ = false;       // this event wrote on the spot and the kernel took less
+    bool opened_ = false;          // the protocol's on_open ran: on_close is owed
+    bool in_callback_ = false;     // inside one of our events: settle() follows anyway
+    bool settle_pending_ = false;  // settle_later queued and not yet run
+    bool close_pending_ = false;
+    bool want_space_ = false;
+    bool input_held_ = false;
 };
 
 }  // namespace echoplex

@@ -26,6 +26,14 @@ public:
     }
     // sendmsg(2).
     virtual ssize_t sendmsg(int fd, const msghdr* message, int flags) = 0;
+    // send(2): one buffer. By default a sendmsg of that one buffer: a scripted socket need not care.
+    virtual ssize_t send(int fd, const void* buffer, std::size_t length, int flags) {
+        iovec piece{const_cast<void*>(buffer), length};
+        msghdr message{};
+        message.msg_iov = &piece;
+        message.msg_iovlen = 1;
+        return sendmsg(fd, &message, flags);
+    }
     // shutdown(2).
     virtual int shutdown(int fd, int how) = 0;
 
@@ -42,6 +50,9 @@ struct SystemSocketCalls {
     ssize_t recv(int fd, void* buffer, std::size_t length) const noexcept { return ::recv(fd, buffer, length, 0); }
     ssize_t readv(int fd, const iovec* iov, int count) const noexcept { return ::readv(fd, iov, count); }
     ssize_t sendmsg(int fd, const msghdr* message, int flags) const noexcept { return ::sendmsg(fd, message, flags); }
+    ssize_t send(int fd, const void* buffer, std::size_t length, int flags) const noexcept {
+        return ::send(fd, buffer, length, flags);
+    }
     int shutdown(int fd, int how) const noexcept { return ::shutdown(fd, how); }
 };
 
@@ -51,6 +62,9 @@ struct ScriptedSocketCalls {
     ssize_t recv(int fd, void* buffer, std::size_t length) const { return io->recv(fd, buffer, length); }
     ssize_t readv(int fd, const iovec* iov, int count) const { return io->readv(fd, iov, count); }
     ssize_t sendmsg(int fd, const msghdr* message, int flags) const { return io->sendmsg(fd, message, flags); }
+    ssize_t send(int fd, const void* buffer, std::size_t length, int flags) const {
+        return io->send(fd, buffer, length, flags);
+    }
     int shutdown(int fd, int how) const { return io->shutdown(fd, how); }
 };
 
