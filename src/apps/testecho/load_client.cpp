@@ -28,8 +28,14 @@ constexpr std::size_t max_logged_errors = 5;
 // cannot starve the others on a level-triggered loop.
 constexpr int reads_per_event = 4;
 
-// --mode=discard: bytes written per writable event at most.
+// --mode=discard: bytes and send calls per writable event at most, so that neither large nor
+// tiny messages let one connection hold the loop (at 19 bytes a message, a byte budget alone
+// meant tens of thousands of calls per event, and connects waited seconds behind them).
 constexpr std::size_t discard_write_budget = 1024 * 1024;
+constexpr int discard_sends_per_event = 16;
+// --mode=discard: messages queued at once, whatever --pipeline says (nothing comes back to wait
+// for: a message is done once the kernel has it), so one call can carry this many.
+constexpr std::size_t discard_batch = 64;
 
 std::uint64_t to_ns(Clock::duration d) {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(
@@ -147,7 +153,8 @@ void LoadClient::fill(Clock::time_point now) {
     if (s.mode == TrafficMode::chargen) {
         return;  // nothing is sent
     }
-    while (!stopping_ && state_ == State::running && queued_ < quota_ && in_flight_.size() < s.pipeline &&
+    const std::size_t in_flight_limit = s.mode == TrafficMode::discard ? std::max(s.pipeline, discard_batch) : s.pipeline;
+    while (!stopping_ && state_ == State::running && queued_ < quota_ && in_flight_.size() < in_flight_limit &&
            (s.reconnect_every == 0 || on_connection_ < s.reconnect_every)) {
         Clock::time_point intended = now;
         if (s.rate > 0) {
@@ -183,7 +190,8 @@ void LoadClient::flush() {
     // discard refills as it writes, so a peer that takes everything could keep this connection
     // here forever: a budget per event, as the server has, lets the others have their turn.
     std::size_t budget = discard_write_budget;
-    while (state_ == State::running && !half_closed_ && budget > 0) {
+    int sends = 0;
+    while (state_ == State::running && !half_closed_ && budget > 0 && (!discard || sends++ < discard_sends_per_event)) {
         if (discard) {
             fill(Clock::now());  // messages written are done: make room for the next
         }
@@ -234,6 +242,11 @@ void LoadClient::flush() {
                 --unsent_index_;
             }
         }
+    }
+    if (discard) {
+        // The budget may have run out with every message done: queue the next ones, or the
+        // write interest would go and the upload would stop after one budget per connection.
+        fill(Clock::now());
     }
     update_interest();
 }

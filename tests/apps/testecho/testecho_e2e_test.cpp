@@ -816,6 +816,11 @@ TEST_CASE("--mode=discard: upload throughput to a discard service; a peer that a
     CHECK(j["latency_ms"]["count"].u64() == 0);
     CHECK(j["latency_ms"]["p50"].type == Json::Type::null);
     CHECK(j["latency_ms"]["max"].type == Json::Type::null);
+    // Past one writable event's budget (1 MiB): the upload goes on until the count is sent.
+    const Json many = testecho_json({"--port", discard, "--mode", "discard", "-c", "2", "-s", "64k", "-n", "128"});
+    CHECK(many["verified"].boolean);
+    CHECK(many["messages"].u64() == 128);
+    CHECK(many["bytes_sent"].u64() == 128 * 65536);
     const RunResult human = testecho({"--port", discard, "--mode", "discard", "-c", "1", "-n", "10"});
     CHECK(human.status.ok());
     CHECK(human.out.find("latency summary (msec, 0 samples):") != std::string::npos);
