@@ -59,7 +59,9 @@ void ProxyGate::on_input(Session& session, ByteQueue& input) {
     cancel_deadline();
     state_ = State::passed;
     if (parsed.header.has_addresses) {
-        log::debug("{} forwards {} (to {})", session.peer(), parsed.header.source, parsed.header.destination);
+        if (log::enabled(log::Level::debug)) {  // peer() may ask the socket: only when it is logged
+            log::debug("{} forwards {} (to {})", session.peer(), parsed.header.source, parsed.header.destination);
+        }
         session.set_peer(parsed.header.source);
     }
     inner_->on_open(session);

@@ -177,7 +177,9 @@ void TcpServer::note_refusal(ServerStats& stats, const Error& error) {
 }
 
 void TcpServer::connection_closed(Connection& connection, std::string_view reason) {
-    log::debug("closed {} (fd {}): {}", connection.peer(), connection.fd(), reason);
+    if (log::enabled(log::Level::debug)) {  // peer() may ask the socket: only when it is logged
+        log::debug("closed {} (fd {}): {}", connection.peer(), connection.fd(), reason);
+    }
     --services_[connection.context().service].stats.open;
     --open_;
     // Called before the socket is closed, so the fd still indexes this connection. Its callback
